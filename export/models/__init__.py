@@ -1,0 +1,1 @@
+"""Anomaly-detection models with a memory of normal appearance. Shared pieces live in :mod:`blocks`."""

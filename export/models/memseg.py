@@ -1,0 +1,147 @@
+"""MemSeg (Yang et al., "MemSeg: A semi-supervised method for image surface defect detection using
+differences and commonalities", 2023), as the paper and the authors' released inference code define it.
+
+Data flow for a normalised ``B×3×S×S`` input (S = 256 by default):
+
+* ResNet18 trunk: stem (S/2), layer1…layer3 (S/4 … S/16) and layer4 (S/32). conv1…layer3 are frozen (unless
+  ``train_trunk``), layer4 trains.
+* Memory: the smoothed layer1…layer3 features of N good images. Per scale the nearest sample by L1 sum gives
+  DI* = |MI* − II|; ``[II, DI*] × 100`` (the released code's scale) goes to the fusion.
+* Multi-scale feature fusion: per scale a 3×3 conv keeping channels, weighted by coordinate attention computed
+  from its input, then two conv blocks to 64/128/256 channels; top-down fusion (upsample, conv, add).
+* Spatial attention: M3 = mean_c(DI3*), M2 = mean_c(DI2*) ⊙ up(M3), M1 = mean_c(DI1*) ⊙ up(M2) weight the fused
+  features of their scale.
+* Decoder: U-Net of bilinear upsampling and conv-BN-ReLU blocks with the fused features and the stem output as
+  skips; 2 output channels at S×S; softmax channel 1 is the anomaly map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from export.backbone import Trunk
+from export.memory import MemoryBank, smooth
+from export.models.blocks import ConvBNReLU, CoordinateAttention, upsample2x
+from export.preprocess import normalise
+
+SCALE_CHANNELS = (64, 128, 256)  # ResNet18 layer1…layer3
+
+
+@dataclass(frozen=True)
+class MemSegConfig:
+    """What defines a MemSeg model besides its weights."""
+
+    image_size: int = 256
+    memory_samples: int = 30
+    feature_scale: float = 100.0
+    top_k: int = 100
+    train_trunk: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FusionBlock(nn.Module):
+    """One scale of the multi-scale feature fusion: attention-weighted conv, then two conv blocks to C."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1)
+        self.attention = CoordinateAttention(2 * channels)
+        self.project = nn.Sequential(ConvBNReLU(2 * channels, channels), ConvBNReLU(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.attention(x)
+        return self.project(self.conv(x) * rows * cols)
+
+
+class FeatureFusion(nn.Module):
+    """Fuses ``[II, DI*]`` of three scales top-down and weights them by spatial attention from DI*."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(FusionBlock(c) for c in SCALE_CHANNELS)
+        self.top_down = nn.ModuleList(
+            nn.Conv2d(SCALE_CHANNELS[i + 1], SCALE_CHANNELS[i], 3, padding=1) for i in range(2)
+        )
+
+    def forward(self, concatenated: list[torch.Tensor], differences: list[torch.Tensor]) -> list[torch.Tensor]:
+        fused = [block(x) for block, x in zip(self.blocks, concatenated, strict=True)]
+        for i in (1, 0):
+            fused[i] = fused[i] + self.top_down[i](upsample2x(fused[i + 1]))
+        attention = [d.mean(dim=1, keepdim=True) for d in differences]
+        for i in (1, 0):
+            attention[i] = attention[i] * upsample2x(attention[i + 1])
+        return [f * a for f, a in zip(fused, attention, strict=True)]
+
+
+class Decoder(nn.Module):
+    """U-Net decoder: layer4 → S/16 … S/2 with skips (fused scales, stem), then S with 2 output channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        steps = [(512, 256, 256), (256, 128, 128), (128, 64, 64), (64, 64, 64)]  # in, out, skip channels
+        self.ups = nn.ModuleList(ConvBNReLU(c_in, c_out) for c_in, c_out, _ in steps)
+        self.merges = nn.ModuleList(ConvBNReLU(c_out + skip, c_out) for _, c_out, skip in steps)
+        self.head = nn.Sequential(ConvBNReLU(64, 32), nn.Conv2d(32, 2, 3, padding=1))
+
+    def forward(self, deepest: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        x = deepest
+        for up, merge, skip in zip(self.ups, self.merges, skips, strict=True):
+            x = merge(torch.cat([up(upsample2x(x)), skip], dim=1))
+        return self.head(upsample2x(x))
+
+
+class MemSeg(nn.Module):
+    """MemSeg: ``forward`` maps a normalised image batch to 2-channel logits at input size."""
+
+    def __init__(self, config: MemSegConfig, trunk: Trunk, memory_images: torch.Tensor) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = trunk
+        self.register_buffer("memory_images", memory_images.to(torch.uint8))  # N×H×W×3 RGB
+        self.memory = MemoryBank(SCALE_CHANNELS, config.image_size, len(memory_images))
+        self.fusion = FeatureFusion()
+        self.decoder = Decoder()
+        if not config.train_trunk:
+            for module in trunk.frozen_modules():
+                module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> MemSeg:
+        """Like ``nn.Module.train``, but conv1…layer3 keep their BatchNorm statistics (eval mode) even when
+        their weights train, so the input's features and the memory's are always computed the same way."""
+        super().train(mode)
+        for module in self.trunk.frozen_modules():
+            module.eval()
+        return self
+
+    @torch.no_grad()
+    def refresh_memory(self, batch_size: int = 16) -> None:
+        """Recompute the memory features from the memory images with the current trunk weights."""
+        was_training = self.training
+        self.eval()
+        chunks = []
+        for start in range(0, len(self.memory_images), batch_size):
+            images = self.memory_images[start : start + batch_size].permute(0, 3, 1, 2)
+            chunks.append(smooth(self.trunk.shallow(normalise(images))[1]))
+        self.memory.store([torch.cat(scale) for scale in zip(*chunks, strict=True)])
+        self.train(was_training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stem, shallow = self.trunk.shallow(x)
+        deepest = self.trunk.layer4(shallow[-1])
+        features = smooth(shallow)
+        differences = [d * self.config.feature_scale for d in self.memory.differences(features)]
+        concatenated = [
+            torch.cat([f * self.config.feature_scale, d], dim=1) for f, d in zip(features, differences, strict=True)
+        ]
+        fused = self.fusion(concatenated, differences)
+        return self.decoder(deepest, [fused[2], fused[1], fused[0], stem])
+
+
+def anomaly_map(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax channel 1 of the logits: ``B×H×W`` defect probability."""
+    return torch.softmax(logits, dim=1)[:, 1]

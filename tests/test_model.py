@@ -1,0 +1,109 @@
+"""MemSeg's structure: shapes, what trains, the score, the loss."""
+
+import warnings
+
+import pytest
+import torch
+
+from export.backbone import RANDOM_INIT_WARNING, Trunk, load_resnet18, untrained_trunk
+from export.errors import CheckpointError
+from export.losses import focal_loss, memseg_loss
+from export.models.memseg import MemSeg, MemSegConfig, anomaly_map
+from export.scoring import top_k_mean
+
+
+def small_model(train_trunk: bool = False, size: int = 64) -> MemSeg:
+    memory = torch.randint(0, 256, (3, size, size, 3), dtype=torch.uint8)
+    model = MemSeg(MemSegConfig(image_size=size, memory_samples=3, train_trunk=train_trunk), untrained_trunk(), memory)
+    model.refresh_memory()
+    return model
+
+
+def test_output_is_two_channels_at_input_size_and_map_is_a_probability() -> None:
+    model = small_model().eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 2, 64, 64)
+    amap = anomaly_map(logits)
+    assert amap.shape == (2, 64, 64)
+    assert float(amap.min()) >= 0.0 and float(amap.max()) <= 1.0
+
+
+def test_memory_features_have_the_paper_shapes_at_256() -> None:
+    memory = torch.randint(0, 256, (2, 256, 256, 3), dtype=torch.uint8)
+    model = MemSeg(MemSegConfig(memory_samples=2), untrained_trunk(), memory)
+    model.refresh_memory()
+    assert [tuple(f.shape) for f in model.memory.features()] == [(2, 64, 64, 64), (2, 128, 32, 32), (2, 256, 16, 16)]
+
+
+def test_frozen_trunk_trains_only_layer4_and_keeps_batchnorm_statistics() -> None:
+    model = small_model(train_trunk=False).train()
+    for module in model.trunk.frozen_modules():
+        assert not any(p.requires_grad for p in module.parameters())
+        assert not module.training
+    assert all(p.requires_grad for p in model.trunk.layer4.parameters())
+    assert model.trunk.layer4.training and model.decoder.training
+
+
+def test_trainable_trunk_still_keeps_shallow_batchnorm_in_eval_mode() -> None:
+    model = small_model(train_trunk=True).train()
+    assert all(p.requires_grad for p in model.trunk.layer1.parameters())
+    assert not model.trunk.layer1.training
+
+
+def test_an_input_equal_to_a_memory_image_has_zero_differences() -> None:
+    model = small_model().eval()
+    from export.memory import smooth
+    from export.preprocess import normalise
+
+    image = normalise(model.memory_images[1:2].permute(0, 3, 1, 2))
+    features = smooth(model.trunk.shallow(image)[1])
+    for d in model.memory.differences(features):
+        assert float(d.abs().max()) < 1e-4
+
+
+def test_score_is_the_mean_of_the_top_100_pixels() -> None:
+    maps = torch.rand(3, 32, 32)
+    expected = torch.stack([m.flatten().sort(descending=True).values[:100].mean() for m in maps])
+    torch.testing.assert_close(top_k_mean(maps, 100), expected)
+    tiny = torch.rand(1, 5, 5)
+    torch.testing.assert_close(top_k_mean(tiny, 100), tiny.flatten().mean().reshape(1))
+
+
+def test_loss_is_low_for_a_perfect_prediction_and_focal_down_weights_easy_pixels() -> None:
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 2:5, 2:5] = 1.0
+    perfect = torch.stack([(1 - mask) * 20 - 10, mask * 20 - 10], dim=1)
+    wrong = -perfect
+    assert float(memseg_loss(perfect, mask)) < 1e-3
+    assert float(memseg_loss(wrong, mask)) > 0.5
+    easy = torch.tensor([[[[2.0]], [[0.0]]]])  # p(defect) ≈ 0.12 for a good pixel
+    bce = -torch.log(1 - torch.softmax(easy, 1)[:, 1]).mean()
+    assert float(focal_loss(easy, torch.zeros(1, 1, 1))) < 1e-3 * float(bce)
+
+
+def test_random_init_warns_and_bad_weights_are_refused(tmp_path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trunk(load_resnet18(None))
+    assert any(RANDOM_INIT_WARNING in str(w.message) for w in caught)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_resnet18(tmp_path / "missing.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="cannot read backbone weights"):
+        load_resnet18(garbage)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(CheckpointError, match="does not hold ResNet18 weights"):
+        load_resnet18(wrong)
+
+
+def test_real_resnet18_state_dict_loads(tmp_path) -> None:
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    loaded = load_resnet18(path)
+    torch.testing.assert_close(loaded.conv1.weight, reference.conv1.weight)
