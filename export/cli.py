@@ -45,6 +45,7 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=200, help="good training images")
     parser.add_argument("--test-good", type=int, default=30)
     parser.add_argument("--test-per-defect", type=int, default=15)
+    parser.add_argument("--crop", type=int, default=192, help="side of the window cut from the 512 px photo")
     parser.add_argument("--seed", type=int, default=0)
 
     def body(args: argparse.Namespace) -> int:
@@ -58,6 +59,7 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
                 train=args.train,
                 test_good=args.test_good,
                 test_per_defect=args.test_per_defect,
+                crop=args.crop,
                 seed=args.seed,
             )
         except (ValueError, FileExistsError) as exc:
