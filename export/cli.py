@@ -92,9 +92,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--train-trunk",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="train conv1…layer3 too and refresh the memory features as they change (default; the paper "
-        "freezes them, which suits ImageNet weights: use --no-train-trunk with --backbone-weights)",
+        default=False,
+        help="also train conv1…layer3 and refresh the memory features as they change (default: frozen, as in "
+        "the paper; README has the measurements behind the choice)",
     )
     parser.add_argument("--memory-refresh", type=int, default=10, help="iterations between memory refreshes")
     parser.add_argument("--texture-dir", type=Path, help="texture images for defect simulation (e.g. DTD)")

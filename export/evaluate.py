@@ -63,18 +63,22 @@ def heatmap_overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(image, 0.5, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), 0.5, 0.0)
 
 
-def write_grid(path: Path, samples: list[TestSample], maps: np.ndarray, scores: np.ndarray, per_type: int = 3) -> None:
-    """A PNG with one row per shown sample: input, ground truth, heatmap overlay with its score."""
-    rows, seen = [], {}
+def write_grid(
+    path: Path, samples: list[TestSample], maps: np.ndarray, scores: np.ndarray, per_type: int = 3, columns: int = 3
+) -> None:
+    """A PNG of tiles (input | ground truth | heatmap with its score), ``per_type`` per defect type, in rows."""
+    tiles, seen = [], {}
     for sample, amap, score in zip(samples, maps, scores, strict=True):
         if seen.get(sample.defect, 0) >= per_type:
             continue
         seen[sample.defect] = seen.get(sample.defect, 0) + 1
         truth = np.repeat(sample.mask[..., None].astype(np.uint8) * 255, 3, axis=2)
-        row = np.concatenate([sample.image, truth, heatmap_overlay(sample.image, amap)], axis=1)
+        tile = np.concatenate([sample.image, truth, heatmap_overlay(sample.image, amap)], axis=1)
         label = f"{sample.defect} {sample.path.name} score {score:.3f}"
-        cv2.putText(row, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-        rows.append(row)
+        cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+        tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
+    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
