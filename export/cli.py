@@ -151,3 +151,88 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _run("edge-eval", body, parser, argv)
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: write WIDTHxHEIGHT, e.g. 1920x1200") from exc
+    return width, height
+
+
+def _roi(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: write x,y,w,h in frame pixels, e.g. 100,50,800,800") from exc
+    return x, y, w, h
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-export``: checkpoint → ONNX (or torch.export program) taking raw camera frames, with sidecar."""
+    parser = argparse.ArgumentParser(
+        prog="edge-export",
+        description="Export a checkpoint to the artefact the line runs: the camera's uint8 frame in, the image score "
+        "and anomaly map out, with preprocessing, the memory lookup and the score folded into the graph. A sidecar "
+        "(ARTEFACT.json) with the input spec, hashes and training metrics is written next to it.",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="memseg.onnx (or .pt2 with --format pt2)")
+    parser.add_argument("--frame-size", type=_frame_size, help="camera frame WIDTHxHEIGHT (default: model size)")
+    parser.add_argument("--pixel-format", default="rgb8", choices=["mono8", "rgb8", "bgr8"])
+    parser.add_argument("--roi", type=_roi, help="x,y,w,h of the inspected region inside the frame")
+    parser.add_argument("--max-batch", type=int, default=1)
+    parser.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
+    parser.add_argument("--format", default="onnx", choices=["onnx", "pt2"], help="pt2: for GPUs without TensorRT")
+
+    def body(args: argparse.Namespace) -> int:
+        from edge.sidecar import FrameSpec
+        from export.checkpoint import read_checkpoint
+        from export.exporter import export_artefact
+
+        if args.frame_size is None:
+            size = read_checkpoint(args.checkpoint)["config"]["image_size"]
+            args.frame_size = (size, size)
+        try:
+            frame = FrameSpec(*args.frame_size, args.pixel_format, args.roi, args.max_batch)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        sidecar = export_artefact(args.checkpoint, args.out, frame, args.precision, args.format)
+        print(json.dumps({"artefact": str(args.out), "sha256": sidecar.sha256, "frame": sidecar.frame.__dict__}))
+        return 0
+
+    return _run("edge-export", body, parser, argv)
+
+
+def verify_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-verify``: compare two artefacts (or an artefact and its checkpoint) on images; exit 1 if apart."""
+    parser = argparse.ArgumentParser(
+        prog="edge-verify",
+        description="Run two artefacts (.onnx, .plan, .pt2, or a .pt checkpoint as reference) over the same images and "
+        "compare anomaly maps, scores and verdicts. Exits 1 beyond tolerance (defaults by the engine's precision).",
+    )
+    parser.add_argument("--engine", required=True, type=Path, help="the artefact under test")
+    parser.add_argument("--reference", required=True, type=Path, help="what it should agree with")
+    parser.add_argument("--data", required=True, type=Path, help="image folder (DATA/test/** when present)")
+    parser.add_argument("--threshold", type=float, help="score threshold (default: the sidecar's calibration)")
+    parser.add_argument("--map-tolerance", type=float)
+    parser.add_argument("--score-tolerance", type=float)
+    parser.add_argument("--limit", type=int, help="use at most this many images")
+
+    def body(args: argparse.Namespace) -> int:
+        from export.verify import verify
+
+        result = verify(
+            args.engine,
+            args.reference,
+            args.data,
+            args.threshold,
+            args.map_tolerance,
+            args.score_tolerance,
+            args.limit,
+        )
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0 if result.passed else 1
+
+    return _run("edge-verify", body, parser, argv)

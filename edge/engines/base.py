@@ -1,0 +1,102 @@
+"""The engine interface (in the spirit of Polygraphy's runners): activate, infer, deactivate, timed."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.sidecar import Sidecar
+
+
+class EngineError(Exception):
+    """An artefact that cannot be loaded or run, or input it cannot take; the message says why."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor: shape (``-1`` for the batch dimension) and numpy dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One batch's outputs: image scores ``B`` (float32) and anomaly maps ``B×1×h×w``, and the engine's time."""
+
+    score: np.ndarray
+    anomaly_map: np.ndarray
+    infer_ms: float
+
+
+class Engine(ABC):
+    """An artefact ready to run. ``with engine:`` activates it (loads the library, allocates) and releases it."""
+
+    backend = "abstract"
+
+    def __init__(self, path: Path, sidecar: Sidecar) -> None:
+        self.path = Path(path)
+        self.sidecar = sidecar
+        self.active = False
+
+    @property
+    def frame(self):
+        return self.sidecar.frame
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """What ``infer`` takes: uint8 frames, batch 1…max_batch."""
+        return [TensorSpec("frames", (-1, *self.frame.frame_shape()), "uint8")]
+
+    def __enter__(self) -> Engine:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        if not self.active:
+            self._activate()
+            self.active = True
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+            self.active = False
+
+    def check_frames(self, frames: np.ndarray) -> None:
+        """Refuse frames the artefact was not exported for, naming what it expects."""
+        expected = self.frame.frame_shape()
+        if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != expected:
+            raise EngineError(
+                f"frames of shape {tuple(frames.shape[1:])} {frames.dtype}, but {self.path.name} takes "
+                f"{'x'.join(map(str, expected))} uint8 ({self.frame.pixel_format}): set the camera to that "
+                "size and pixel format, or export for the camera's"
+            )
+        if not 1 <= len(frames) <= self.frame.max_batch:
+            raise EngineError(f"batch of {len(frames)}: {self.path.name} takes 1 to {self.frame.max_batch} frames")
+
+    def infer(self, frames: np.ndarray) -> Inference:
+        """Run one batch of uint8 frames (``B×H×W`` or ``B×H×W×3``)."""
+        if not self.active:
+            raise EngineError(f"{self.path.name}: activate the engine first (use it in a with block)")
+        self.check_frames(frames)
+        started = time.perf_counter()
+        score, anomaly_map = self._infer(np.ascontiguousarray(frames))
+        elapsed = (time.perf_counter() - started) * 1e3
+        return Inference(np.asarray(score, dtype=np.float32).reshape(-1), anomaly_map, elapsed)
+
+    @abstractmethod
+    def _activate(self) -> None: ...
+
+    @abstractmethod
+    def _deactivate(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...

@@ -1,0 +1,131 @@
+"""``edge-build``: an exported ONNX → a TensorRT plan, built strongly typed (the precision is the ONNX's).
+
+Uses ``tensorrt`` where installed (10.x with the strongly-typed flag, 11.x strongly typed by default), else
+TensorRT-RTX, whose builder runs without a GPU and targets a compute capability given with ``--target-sm``.
+The plan's sidecar is the ONNX's, with the library, version and compute capability it was built for.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from edge.engines.tensorrt_engine import collecting_logger, import_tensorrt, library_name
+from edge.sidecar import read_sidecar, sha256_file, write_sidecar
+
+log = logging.getLogger(__name__)
+
+RTX_TARGETS = ("75", "80", "86", "89", "120", "121")
+
+
+class BuildError(Exception):
+    """The ONNX could not be parsed or built; the message carries TensorRT's reason."""
+
+
+def local_compute_capability() -> str:
+    """The first GPU's compute capability as ``major.minor``, or '' when it cannot be read."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        return "{}.{}".format(*cuda.Device(0).compute_capability())
+    except Exception:  # no pycuda, no driver, no GPU: the sidecar then records no capability
+        return ""
+
+
+def network_precisions(network) -> list[str]:
+    """One line per layer: name, type and output data types (what a strongly typed build runs)."""
+    lines = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        types = ",".join(str(layer.get_output(j).dtype).split(".")[-1] for j in range(layer.num_outputs))
+        lines.append(f"{layer.name}\t{str(layer.type).split('.')[-1]}\t{types}")
+    return lines
+
+
+def build_plan(
+    onnx_path: Path,
+    out: Path,
+    target_sm: str | None = None,
+    workspace_mb: int = 2048,
+    timing_cache: Path | None = None,
+) -> Path:
+    """Build ``out`` from ``onnx_path`` and write its sidecar and build log; returns the log's path."""
+    onnx_path, out = Path(onnx_path), Path(out)
+    source = read_sidecar(onnx_path)
+    trt = import_tensorrt()
+    library = library_name(trt)
+    logger = collecting_logger(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed is not None and library == "tensorrt":
+        flags |= 1 << int(strongly_typed)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise BuildError(f"TensorRT cannot parse {onnx_path}: {errors or logger.errors()}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    frame = source.frame
+    profile = builder.create_optimization_profile()
+    shape = frame.frame_shape()
+    profile.set_shape("frames", (1, *shape), (frame.max_batch, *shape), (frame.max_batch, *shape))
+    config.add_optimization_profile(profile)
+    if library == "tensorrt_rtx":
+        if target_sm not in RTX_TARGETS:
+            raise BuildError(f"TensorRT-RTX builds for a named GPU: give --target-sm, one of {', '.join(RTX_TARGETS)}")
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{target_sm}"), 0)
+        capability = f"{target_sm[:-1]}.{target_sm[-1]}"
+    else:
+        capability = local_compute_capability()
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b"")
+    config.set_timing_cache(cache, False)
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if serialized is None:
+        raise BuildError(f"TensorRT could not build {onnx_path}: {logger.errors()}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(bytes(serialized))
+    os.replace(tmp, out)
+    if timing_cache is not None:
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    sidecar = replace(
+        source,
+        artefact_format="plan",
+        source={"path": onnx_path.name, "sha256": sha256_file(onnx_path), "from": source.source},
+        build={
+            **source.build,
+            "library": library,
+            "tensorrt_version": trt.__version__,
+            "compute_capability": capability,
+            "workspace_mb": workspace_mb,
+            "strongly_typed": True,
+            "build_seconds": round(seconds, 2),
+            "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        },
+        calibration=None,
+        calibration_history=[],
+    )
+    write_sidecar(out, sidecar)
+    log_path = out.with_name(out.name + ".build.log")
+    log_path.write_text(
+        f"# {library} {trt.__version__}, compute capability {capability or 'this GPU'}, {seconds:.2f} s\n"
+        "# layer\ttype\toutput types\n"
+        + "\n".join(network_precisions(network))
+        + "\n# builder messages\n"
+        + "\n".join(str(m) for _, m in logger.messages)
+        + "\n",
+        encoding="utf-8",
+    )
+    log.info("built %s for %s in %.1f s", out, capability or "this GPU", seconds)
+    return log_path

@@ -1,0 +1,102 @@
+"""``edge-export``: a checkpoint → the artefact the line runs (ONNX, or a torch.export program), with sidecar."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from pathlib import Path
+
+import onnx
+import torch
+
+import edge
+from edge.sidecar import FrameSpec, Sidecar, sha256_file, write_sidecar
+from export.checkpoint import load_model
+from export.deploy import DeployedMemSeg
+from export.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "pt2")
+OPSET = 18
+
+
+def build_deployed(checkpoint: Path, frame: FrameSpec, precision: str) -> tuple[DeployedMemSeg, dict]:
+    """The folded graph of a checkpoint for ``frame`` at ``precision``, on the CPU, and the checkpoint."""
+    model, payload = load_model(checkpoint, "cpu")
+    return DeployedMemSeg(model, frame, precision, map_dtype=precision).eval(), payload
+
+
+def _batch_dims(frame: FrameSpec) -> tuple[torch.Tensor, dict | None]:
+    """An example input and torch.export's dynamic batch dimension (none when the batch is fixed at 1)."""
+    batch = min(2, frame.max_batch)
+    example = torch.zeros((batch, *frame.frame_shape()), dtype=torch.uint8)
+    if frame.max_batch == 1:
+        return example, None
+    return example, {"frames": {0: torch.export.Dim("batch", min=1, max=frame.max_batch)}}
+
+
+def export_artefact(
+    checkpoint: Path, out: Path, frame: FrameSpec, precision: str = "fp16", artefact_format: str = "onnx"
+) -> Sidecar:
+    """Write the artefact and its sidecar; returns the sidecar."""
+    if artefact_format not in FORMATS:
+        raise UserError(f"--format {artefact_format}: use one of {', '.join(FORMATS)}")
+    suffix = "." + artefact_format
+    out = Path(out)
+    if out.suffix != suffix:
+        raise UserError(f"--out {out}: a {artefact_format} artefact must end in {suffix}")
+    deployed, payload = build_deployed(checkpoint, frame, precision)
+    example, dynamic = _batch_dims(frame)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with torch.no_grad():
+        if artefact_format == "onnx":
+            torch.onnx.export(
+                deployed,
+                (example,),
+                str(tmp),
+                input_names=["frames"],
+                output_names=["score", "anomaly_map"],
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes=dynamic,
+                verbose=False,
+            )
+            onnx.checker.check_model(str(tmp), full_check=True)
+        else:
+            program = torch.export.export(deployed, (example,), dynamic_shapes=dynamic)
+            torch.export.save(program, str(tmp))
+    tmp.replace(out)
+    config = payload["config"]
+    size = config["image_size"]
+    map_dtype = "float16" if precision == "fp16" else "float32"
+    sidecar = Sidecar(
+        model=payload["model"],
+        artefact_format=artefact_format,
+        precision=precision,
+        frame=frame,
+        outputs={
+            "score": {"shape": [-1], "dtype": "float32"},
+            "anomaly_map": {"shape": [-1, 1, size, size], "dtype": map_dtype},
+        },
+        model_size=size,
+        memory_samples=config["memory_samples"],
+        source={"path": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))},
+        training={
+            **{k: v for k, v in payload.get("training", {}).items() if k != "loss_curve"},
+            "metrics": payload.get("metrics", {}),
+        },
+        build={
+            "exporter": f"torch {torch.__version__}, onnx opset {OPSET}" if artefact_format == "onnx" else "",
+            "trunk_scale": deployed.trunk_scale,
+            "fusion_scale": deployed.fusion_scale,
+            "attention_scale": deployed.attention_scale,
+        },
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        software_version=edge.__version__,
+    )
+    write_sidecar(out, sidecar)
+    log.info("wrote %s (%s, %s) and its sidecar", out, artefact_format, precision)
+    return sidecar
