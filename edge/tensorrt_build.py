@@ -86,8 +86,9 @@ def build_plan(
         capability = f"{target_sm[:-1]}.{target_sm[-1]}"
     else:
         capability = local_compute_capability()
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, False)
+    if library == "tensorrt":  # TensorRT-RTX has no timing cache (its kernels are compiled on the target)
+        cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+        config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
@@ -97,7 +98,7 @@ def build_plan(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(bytes(serialized))
     os.replace(tmp, out)
-    if timing_cache is not None:
+    if timing_cache is not None and library == "tensorrt":
         timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     sidecar = replace(
         source,

@@ -19,6 +19,8 @@ from export.errors import UserError
 def _run(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"{prog}: %(message)s")
+    for noisy in ("onnxscript", "torch", "onnx_ir"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="no --backbone-weights")  # the logger says it once
     try:
         return body(args)

@@ -63,9 +63,11 @@ class FramePreprocess(nn.Module):
         return (x - self.mean) * self.inv_std
 
 
-def power_of_two_above(value: float, target: float) -> float:
-    """The smallest power of two ``c`` ≥ 1 with ``value / c ≤ target``: dividing by it is exact in floating point."""
-    return 2.0 ** max(0, math.ceil(math.log2(max(value, 1e-30) / target)))
+def power_of_two_above(value: float, target: float, shrink_only: bool = True) -> float:
+    """The smallest power of two ``c`` with ``value / c ≤ target`` (``c ≥ 1`` when ``shrink_only``): dividing by
+    it is exact in floating point."""
+    exponent = math.ceil(math.log2(max(value, 1e-30) / target))
+    return 2.0 ** (max(0, exponent) if shrink_only else exponent)
 
 
 # Largest magnitude we let FP16 see on normal parts: 2^8, which leaves 256× headroom to 65504 for defects.
@@ -110,7 +112,7 @@ class DeployedMemSeg(nn.Module):
         for block, c in zip(self.fusion.blocks, self.fusion_scale, strict=True):
             _scale_output(block.conv, 1.0 / c)
             scale_input_channels(block.project[0][0], c)
-        self.attention_scale = [power_of_two_above(peaks[f"attention{i}"], 1.0) for i in range(3)]
+        self.attention_scale = [power_of_two_above(peaks[f"attention{i}"], 1.0, shrink_only=False) for i in range(3)]
         self._scale_decoder_skips(self.attention_scale)
         self.dtype = PRECISIONS[precision]
         for part in (self.trunk, self.fusion, self.decoder):

@@ -10,10 +10,12 @@ import onnx
 import torch
 
 import edge
+from edge.frames import frames_from_images
 from edge.sidecar import FrameSpec, Sidecar, sha256_file, write_sidecar
 from export.checkpoint import load_model
 from export.deploy import DeployedMemSeg
 from export.errors import UserError
+from export.precision import compare_layers, format_report
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,24 @@ def _batch_dims(frame: FrameSpec) -> tuple[torch.Tensor, dict | None]:
     return example, {"frames": {0: torch.export.Dim("batch", min=1, max=frame.max_batch)}}
 
 
+def check_fp16(checkpoint: Path, fp16: DeployedMemSeg, frame: FrameSpec, out: Path) -> dict:
+    """Compare every layer of the FP16 graph with its FP32 twin on the memory images made into frames; write the
+    report next to the artefact and refuse an FP16 graph with a layer out of range."""
+    fp32, payload = build_deployed(checkpoint, frame, "fp32")
+    images = payload["state_dict"]["memory_images"][:8].numpy()
+    rows = compare_layers(fp32, fp16, torch.from_numpy(frames_from_images(list(images), frame)))
+    report = out.with_name(out.name + ".precision.txt")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(format_report(rows) + "\n", encoding="utf-8")
+    overflowing = [r.name for r in rows if r.overflows]
+    if overflowing:
+        raise UserError(
+            f"FP16 leaves the range in {len(overflowing)} layers ({', '.join(overflowing[:5])}; see {report}): "
+            "export with --precision fp32"
+        )
+    return {"fp16_max_relative_error": max(r.relative_error for r in rows), "fp16_report": report.name}
+
+
 def export_artefact(
     checkpoint: Path, out: Path, frame: FrameSpec, precision: str = "fp16", artefact_format: str = "onnx"
 ) -> Sidecar:
@@ -47,6 +67,7 @@ def export_artefact(
     if out.suffix != suffix:
         raise UserError(f"--out {out}: a {artefact_format} artefact must end in {suffix}")
     deployed, payload = build_deployed(checkpoint, frame, precision)
+    precision_check = check_fp16(checkpoint, deployed, frame, out) if precision == "fp16" else {}
     example, dynamic = _batch_dims(frame)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -93,6 +114,7 @@ def export_artefact(
             "trunk_scale": deployed.trunk_scale,
             "fusion_scale": deployed.fusion_scale,
             "attention_scale": deployed.attention_scale,
+            **precision_check,
         },
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         software_version=edge.__version__,

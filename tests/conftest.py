@@ -15,3 +15,17 @@ def brick_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data") / "brick"
     make_texture_dataset("brick", root, image_size=64, train=12, test_good=4, test_per_defect=2, crop=96, seed=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A MemSeg checkpoint trained for 40 iterations at 64 px on the brick set, and its training summary."""
+    from export.train import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("ckpt") / "memseg.pt"
+    options = TrainOptions(
+        data=brick_dataset, out=out, image_size=64, memory_samples=3, iterations=40, batch_size=4, seed=0
+    )
+    with pytest.warns(UserWarning, match="random initialisation"):
+        summary = train(options, progress=False)
+    return out, summary

@@ -10,18 +10,12 @@ import torch
 from export.checkpoint import load_model, read_checkpoint
 from export.errors import CheckpointError, DataError
 from export.evaluate import evaluate
-from export.train import TrainOptions, learning_rate_factor, split_memory, train
+from export.train import learning_rate_factor, split_memory
 
 
 @pytest.fixture(scope="module")
-def trained(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("ckpt") / "memseg.pt"
-    options = TrainOptions(
-        data=brick_dataset, out=out, image_size=64, memory_samples=3, iterations=40, batch_size=4, seed=0
-    )
-    with pytest.warns(UserWarning, match="random initialisation"):
-        summary = train(options, progress=False)
-    return out, summary
+def trained(tiny_checkpoint: tuple[Path, dict]) -> tuple[Path, dict]:
+    return tiny_checkpoint
 
 
 def test_training_lowers_the_loss(trained: tuple[Path, dict]) -> None:
