@@ -86,6 +86,23 @@ class Trunk(nn.Module):
         f3 = self.layer3(f2)
         return stem, [f1, f2, f3]
 
+    @torch.no_grad()
+    def calibrate_batchnorm(self, batches: list[torch.Tensor]) -> None:
+        """Set the BatchNorm statistics of conv1…layer3 to those of these (normalised) image batches.
+
+        For a randomly initialised trunk: its BatchNorm layers start as identities, so activations grow layer by
+        layer; with the data's own statistics every layer sees normalised features.
+        """
+        norms = [m for part in self.frozen_modules() for m in part.modules() if isinstance(m, nn.BatchNorm2d)]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over all batches
+            bn.train()
+        for batch in batches:
+            self.shallow(batch)
+        for bn in norms:
+            bn.eval()
+
     def frozen_modules(self) -> list[nn.Module]:
         """conv1…layer3: frozen in MemSeg, layer4 trains."""
         return [self.stem, self.layer1, self.layer2, self.layer3]

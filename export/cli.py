@@ -98,6 +98,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         help="also train conv1…layer3 and refresh the memory features as they change (default: frozen, as in "
         "the paper; README has the measurements behind the choice)",
     )
+    parser.add_argument(
+        "--calibrate-batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="set the trunk's BatchNorm statistics from the good images before training (for a random trunk)",
+    )
     parser.add_argument("--memory-refresh", type=int, default=10, help="iterations between memory refreshes")
     parser.add_argument("--texture-dir", type=Path, help="texture images for defect simulation (e.g. DTD)")
     parser.add_argument(
@@ -121,6 +127,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 backbone_weights=args.backbone_weights,
                 train_trunk=args.train_trunk,
+                calibrate_batchnorm=args.calibrate_batchnorm,
                 memory_refresh=args.memory_refresh,
                 texture_dir=args.texture_dir,
                 use_foreground=args.foreground,

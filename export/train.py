@@ -48,6 +48,7 @@ class TrainOptions:
     seed: int = 0
     backbone_weights: Path | None = None
     train_trunk: bool = False
+    calibrate_batchnorm: bool = False
     memory_refresh: int = 10
     texture_dir: Path | None = None
     use_foreground: bool = False
@@ -99,7 +100,10 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
         image_size=options.image_size, memory_samples=options.memory_samples, train_trunk=options.train_trunk
     )
     memory = torch.from_numpy(np.stack([images[i] for i in memory_index]))
-    model = MemSeg(config, Trunk(load_resnet18(options.backbone_weights)), memory).to(device)
+    trunk = Trunk(load_resnet18(options.backbone_weights))
+    if options.calibrate_batchnorm:
+        trunk.calibrate_batchnorm([to_batch(images[i : i + 16]) for i in range(0, min(len(images), 128), 16)])
+    model = MemSeg(config, trunk, memory).to(device)
     model.refresh_memory()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate, weight_decay=options.weight_decay)
