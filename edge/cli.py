@@ -37,3 +37,84 @@ def build_main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"wrote {args.out}, its sidecar and {log_path}")
     return 0
+
+
+RUN_EPILOG = """
+Every captured frame gets exactly one verdict on verdict/<station>: pass, fail, or error with a reason
+(unreadable_image, frame_format, overrun, engine_error, invalid_output, ...). Treat a part as a reject until its
+pass arrives. Heartbeats (heartbeat/<station>, every second) carry the counters; status/<station> says when the
+run starts and stops. A finite source (folder without ?loop=1, video) ends the run after its last verdict.
+
+examples:
+  edge-run --engine memseg.onnx --camera folder://parts --threshold 0.5 --jsonl -
+  edge-run --config /etc/edge/line3.toml --camera basler://40123456
+"""
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict:
+    from edge.config import StationConfig
+
+    return {k: getattr(args, k) for k in StationConfig.__dataclass_fields__ if hasattr(args, k)}
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-run``: stream a source through an engine and publish verdicts."""
+    parser = argparse.ArgumentParser(
+        prog="edge-run",
+        description="Inspect parts on the line: capture → preprocess → infer → score, verdicts published over "
+        "ZeroMQ to PLC subscribers. Settings come from --config (TOML, same names with underscores), then flags.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="station TOML file")
+    parser.add_argument("--engine", help="artefact: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt2 (torch)")
+    parser.add_argument("--camera", help="basler0, basler://SERIAL, folder://DIR[?loop=1] or video://FILE")
+    parser.add_argument("--station", help="station name in topics and verdicts (default: station)")
+    parser.add_argument("--publish", help="ZeroMQ endpoint to bind (default tcp://*:5556; ipc:// works too)")
+    parser.add_argument("--threshold", type=float, help="image-score threshold (default: the engine's calibration)")
+    parser.add_argument("--pixel-threshold", type=float, help="region threshold (default: calibration)")
+    parser.add_argument("--max-batch", type=int, help="frames per inference (default: the engine's maximum)")
+    parser.add_argument("--batch-timeout-ms", type=float, help="longest wait for a batch to fill (default 2)")
+    parser.add_argument("--queue-size", type=int, help="frames waiting for inference before overrun (default 8)")
+    parser.add_argument("--wait-subscribers", type=int, help="hold capture until N subscribers (finite sources: 1)")
+    parser.add_argument("--wait-timeout", type=float, help="seconds to wait for them (default 10)")
+    parser.add_argument("--jsonl", help="also write every verdict as a JSON line to this file, or - for stdout")
+    parser.add_argument("--rejects", help="folder for rejected frames with heatmaps (bounded)")
+    parser.add_argument("--rejects-max-files", type=int)
+    parser.add_argument("--rejects-max-mb", type=float)
+    parser.add_argument("--heatmaps", action="store_true", default=None, help="publish PNG heatmaps of rejects")
+    parser.add_argument("--heartbeat-s", type=float, help="heartbeat interval (default 1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="edge-run: %(message)s")
+    from edge.run import RunError, run_station
+
+    try:
+        from edge.config import ConfigError, StationConfig
+
+        config = StationConfig.load(args.config, _flag_overrides(args))
+        return run_station(config)
+    except (ConfigError, RunError) as exc:
+        print(f"edge-run: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def listen_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-listen``: print a station's verdicts, detect gaps, summarise."""
+    parser = argparse.ArgumentParser(
+        prog="edge-listen",
+        description="Subscribe to an edge-run publisher, print verdicts as they arrive, report gaps in seq, and "
+        "summarise on exit (Ctrl-C, --count, --idle-timeout, or the publisher's final status).",
+    )
+    parser.add_argument("endpoint", help="e.g. tcp://localhost:5556")
+    parser.add_argument("--station", default="", help="only this station (default: all on the endpoint)")
+    parser.add_argument("--count", type=int, help="stop after this many verdicts")
+    parser.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
+    parser.add_argument("--jsonl", type=Path, help="write received verdicts as JSON lines")
+    parser.add_argument("--quiet", action="store_true", help="only the summary")
+    args = parser.parse_args(argv)
+    from edge.listen import listen
+
+    try:
+        return listen(args.endpoint, args.station, args.count, args.idle_timeout, args.jsonl, args.quiet)
+    except KeyboardInterrupt:
+        return 0

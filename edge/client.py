@@ -1,0 +1,78 @@
+"""Subscribing to a station's verdicts: the helper PLC bridges and ``edge-listen`` use.
+
+It follows ``seq`` per publisher run (``run_id``) and counts what went missing, and it tracks heartbeats so a
+silent publisher is noticed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import zmq
+
+
+@dataclass
+class LinkState:
+    """What a subscriber knows about the link: runs seen, gaps in ``seq``, last heartbeat."""
+
+    run_id: str | None = None
+    expected_seq: int = 0
+    verdicts: int = 0
+    missing: int = 0
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first missing seq, count)
+    last_heartbeat: float = 0.0
+    heartbeat_interval_s: float = 1.0
+
+
+class VerdictSubscriber:
+    """A SUB socket on one publisher; ``messages()`` yields ``(kind, payload)`` and keeps :class:`LinkState`."""
+
+    def __init__(self, endpoint: str, station: str = "", kinds: tuple[str, ...] = ("verdict", "status", "heartbeat")):
+        self.endpoint = endpoint
+        self._socket = zmq.Context.instance().socket(zmq.SUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        for kind in kinds:
+            self._socket.setsockopt(zmq.SUBSCRIBE, f"{kind}/{station}".encode())
+        self._socket.connect(endpoint)
+        self.state = LinkState()
+
+    def link_down(self, heartbeats: int = 3) -> bool:
+        """True when no heartbeat came for ``heartbeats`` intervals (after one was seen)."""
+        last = self.state.last_heartbeat
+        return bool(last) and time.monotonic() - last > heartbeats * self.state.heartbeat_interval_s
+
+    def _track(self, kind: str, payload: dict) -> None:
+        state = self.state
+        if payload.get("run_id") != state.run_id:
+            state.run_id, state.expected_seq = payload.get("run_id"), 0
+        if kind == "heartbeat":
+            state.last_heartbeat = time.monotonic()
+        elif kind == "verdict":
+            seq = int(payload["seq"])
+            if seq > state.expected_seq:
+                state.gaps.append((state.expected_seq, seq - state.expected_seq))
+                state.missing += seq - state.expected_seq
+            state.expected_seq = seq + 1
+            state.verdicts += 1
+
+    def messages(self, timeout_s: float | None = None) -> Iterator[tuple[str, dict]]:
+        """Messages as they arrive; stops after ``timeout_s`` seconds without any."""
+        while True:
+            if not self._socket.poll(None if timeout_s is None else int(timeout_s * 1000)):
+                return
+            parts = self._socket.recv_multipart()
+            kind = parts[0].decode(errors="replace").split("/", 1)[0]
+            if kind == "heatmap":
+                continue
+            try:
+                payload = json.loads(parts[1])
+            except (IndexError, json.JSONDecodeError):
+                continue
+            self._track(kind, payload)
+            yield kind, payload
+
+    def close(self) -> None:
+        self._socket.close(0)

@@ -1,0 +1,80 @@
+"""The station's settings: defaults, then a TOML file, then command-line flags, checked before anything opens."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting that is missing, unknown or of the wrong type; the message names it."""
+
+
+@dataclass
+class StationConfig:
+    """Everything ``edge-run`` needs. Names match the command-line flags (``queue_size`` ↔ ``--queue-size``)."""
+
+    engine: str = ""
+    camera: str = ""
+    station: str = "station"
+    publish: str = "tcp://*:5556"
+    threshold: float | None = None
+    pixel_threshold: float | None = None
+    max_batch: int | None = None
+    batch_timeout_ms: float = 2.0
+    queue_size: int = 8
+    wait_subscribers: int | None = None
+    wait_timeout: float = 10.0
+    jsonl: str | None = None
+    rejects: str | None = None
+    rejects_max_files: int = 1000
+    rejects_max_mb: float = 500.0
+    heatmaps: bool = False
+    heartbeat_s: float = 1.0
+    linger_ms: int = 1000
+
+    @classmethod
+    def load(cls, path: Path | None, overrides: dict) -> StationConfig:
+        """Defaults ← ``path`` (TOML) ← ``overrides`` (flags given, None meaning not given)."""
+        values: dict = {}
+        if path is not None:
+            try:
+                values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+            values = values.get("station", values) if isinstance(values.get("station"), dict) else values
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name: f for f in fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {key!r}{f' in {path}' if path else ''}; known: {', '.join(known)}")
+            values[key] = _check(key, value, known[key].type)
+        config = cls(**values)
+        for key in ("engine", "camera"):
+            if not getattr(config, key):
+                raise ConfigError(f"setting {key!r} is required (flag --{key} or {key} = … in the config)")
+        for key in ("batch_timeout_ms", "queue_size", "wait_timeout", "heartbeat_s", "rejects_max_files"):
+            if getattr(config, key) <= 0:
+                raise ConfigError(f"setting {key!r} must be positive, got {getattr(config, key)}")
+        return config
+
+
+def _check(key: str, value, annotation: str):
+    base = annotation.split(" | ")[0]
+    if value is None and "None" in annotation:
+        return None
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"setting {key!r} must be {'a number' if base == 'float' else 'a ' + base}, got {value!r}")
+    return value

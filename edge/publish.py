@@ -1,0 +1,110 @@
+"""The verdict protocol on ZeroMQ: an XPUB socket, multipart ``[topic, JSON]`` messages.
+
+Topics: ``verdict/<station>`` (one per captured frame), ``heartbeat/<station>`` (every second: health and
+counters), ``status/<station>`` (state changes; the last one of a run is ``stopped`` with ``final: true``),
+``heatmap/<station>`` (optional PNG of rejected frames' maps). Verdicts carry ``seq``, counted per run from 0
+without gaps, and ``run_id``: a subscriber sees lost messages as a jump in ``seq`` and a restart as a new
+``run_id``. The publisher never blocks: at the high-water mark ZeroMQ drops, and the drop shows as a gap.
+XPUB lets the publisher see subscriptions arrive, so it can hold capture until subscribers are connected
+(ZeroMQ's slow joiner). ``edge/schemas/verdict.schema.json`` documents the messages for other languages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+
+import zmq
+
+SCHEMA = 1
+
+
+class PublishError(Exception):
+    """The publishing socket cannot be set up."""
+
+
+def topic(kind: str, station: str) -> bytes:
+    return f"{kind}/{station}".encode()
+
+
+class VerdictPublisher:
+    """Owns the XPUB socket (ZeroMQ sockets belong to one thread: the pipeline's publishing thread)."""
+
+    def __init__(self, endpoint: str, station: str, high_water_mark: int = 10000, linger_ms: int = 1000) -> None:
+        self.endpoint, self.station = endpoint, station
+        self.run_id = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.subscribers = 0
+        self._context = zmq.Context.instance()
+        self._socket = self._context.socket(zmq.XPUB)
+        self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
+        self._socket.setsockopt(zmq.LINGER, linger_ms)
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self._socket.close(0)
+            hint = " (another edge-run on that port?)" if exc.errno == zmq.EADDRINUSE else ""
+            raise PublishError(f"cannot publish on {endpoint}: {exc.strerror}{hint}") from exc
+        self._verdict_topic = topic("verdict", station)
+
+    def poll_subscriptions(self, timeout_ms: int = 0) -> int:
+        """Read subscription messages; returns how many verdict subscriptions arrived. Keeps ``subscribers``."""
+        arrived = 0
+        while self._socket.poll(timeout_ms, zmq.POLLIN):
+            message = self._socket.recv()
+            timeout_ms = 0
+            if message and self._verdict_topic.startswith(message[1:]):
+                if message[0] == 1:
+                    arrived += 1
+                    self.subscribers += 1
+                elif message[0] == 0:
+                    self.subscribers = max(0, self.subscribers - 1)
+        return arrived
+
+    def wait_subscribers(self, count: int, timeout_s: float) -> bool:
+        """Hold until ``count`` subscribers to this station's verdicts are connected, or the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self.subscribers < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.poll_subscriptions(int(min(remaining, 0.1) * 1000) + 1)
+        return True
+
+    def _send(self, kind: str, payload: dict) -> None:
+        payload = {"schema": SCHEMA, "kind": kind, "station": self.station, "run_id": self.run_id, **payload}
+        self._send_parts([topic(kind, self.station), json.dumps(payload, separators=(",", ":")).encode()])
+
+    def _send_parts(self, parts: list[bytes]) -> None:
+        with contextlib.suppress(zmq.Again):  # at the high-water mark: dropped, seen by subscribers as a seq gap
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+
+    def verdict(self, payload: dict) -> dict:
+        """Publish one verdict; assigns ``seq`` and ``t_publish_ns`` and returns the message."""
+        payload["seq"] = self.seq
+        self.seq += 1
+        payload["t_publish_ns"] = time.time_ns()
+        self._send("verdict", payload)
+        return payload
+
+    def heartbeat(self, payload: dict) -> None:
+        self._send("heartbeat", {**payload, "last_seq": self.seq - 1, "t_ns": time.time_ns()})
+
+    def status(self, payload: dict) -> None:
+        self._send("status", {**payload, "last_seq": self.seq - 1, "t_ns": time.time_ns()})
+
+    def heatmap(self, seq: int, png: bytes) -> None:
+        self._send_parts([topic("heatmap", self.station), str(seq).encode(), png])
+
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close, waiting at most ``linger_ms`` for queued messages to leave."""
+        self._socket.close(linger_ms)
+
+
+def iso_time(ns: int) -> str:
+    """ISO-8601 UTC with milliseconds for a wall-clock time in ns."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"

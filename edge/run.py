@@ -1,0 +1,110 @@
+"""Setting up and tearing down one station run: engine, thresholds, publisher, source, sinks, signals.
+
+Everything that can be wrong with the set-up is found before the camera or the GPU is touched, in this order:
+settings, artefact and sidecar, thresholds, the publishing port, the source; then the engine is activated.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.config import StationConfig
+from edge.engines import EngineError, open_engine
+from edge.pipeline import Pipeline, PipelineOptions
+from edge.publish import PublishError, VerdictPublisher
+from edge.scoring import ThresholdError, Thresholds
+from edge.sinks import JsonlSink, RejectStore
+from edge.sources import SourceError, open_source
+
+log = logging.getLogger(__name__)
+
+
+class RunError(Exception):
+    """The station cannot start; the message says why."""
+
+
+def run_station(config: StationConfig) -> int:
+    """Run until the source ends or SIGINT/SIGTERM; returns the exit status (0 after a clean drain)."""
+    try:
+        engine = open_engine(Path(config.engine))
+        thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
+        source = open_source(config.camera, engine.frame.pixel_format)
+    except (EngineError, ThresholdError, SourceError) as exc:
+        raise RunError(str(exc)) from exc
+    max_batch = min(config.max_batch or engine.frame.max_batch, engine.frame.max_batch)
+    try:
+        publisher = VerdictPublisher(config.publish, config.station, linger_ms=config.linger_ms)
+    except PublishError as exc:
+        raise RunError(str(exc)) from exc
+    sinks: list = []
+    try:
+        source.open()
+        engine.activate()
+        engine.infer(np.zeros((max_batch, *engine.frame.frame_shape()), np.uint8))  # warm-up, and proof it runs
+        if config.jsonl:
+            sinks.append(JsonlSink(config.jsonl))
+        if config.rejects:
+            limits = (config.rejects_max_files, config.rejects_max_mb)
+            sinks.append(RejectStore(Path(config.rejects), engine.frame, *limits))
+        options = PipelineOptions(
+            station=config.station,
+            camera=config.camera,
+            max_batch=max_batch,
+            batch_timeout_ms=config.batch_timeout_ms,
+            queue_size=config.queue_size,
+            heartbeat_s=config.heartbeat_s,
+        )
+        pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks)
+        log.info(
+            "%s: %s (%s, %s) on %s, threshold %.4f (%s), publishing on %s",
+            config.station,
+            engine.path.name,
+            engine.backend,
+            engine.sidecar.precision,
+            config.camera,
+            thresholds.score,
+            thresholds.origin,
+            config.publish,
+        )
+        waiting = config.wait_subscribers if config.wait_subscribers is not None else int(source.finite)
+        if waiting:
+            log.info("waiting up to %.0f s for %d subscriber(s)", config.wait_timeout, waiting)
+            if not publisher.wait_subscribers(waiting, config.wait_timeout):
+                log.warning("only %d subscriber(s) after %.0f s: starting anyway", publisher.subscribers, waiting)
+        previous = {s: signal.signal(s, lambda *_: pipeline.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        started = time.perf_counter()
+        try:
+            counters = pipeline.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        seconds = time.perf_counter() - started
+        summary = {**counters.to_dict(), "seconds": round(seconds, 2), "latency_ms": pipeline.latency_summary()}
+        publisher.status({"state": "stopped", "final": True, "health": pipeline.health, "counters": summary})
+        log.info(
+            "%d frames → %d verdicts: %d pass, %d fail, %d error %s in %.1f s; receive→verdict p50 %s ms, p99 %s ms",
+            counters.frames,
+            counters.verdicts,
+            counters.passed,
+            counters.failed,
+            sum(counters.errors.values()),
+            dict(counters.errors) or "",
+            seconds,
+            summary["latency_ms"].get("p50"),
+            summary["latency_ms"].get("p99"),
+        )
+        return 0
+    except (EngineError, SourceError) as exc:
+        publisher.status({"state": "stopped", "final": True, "health": "engine_error", "reason": str(exc)})
+        raise RunError(str(exc)) from exc
+    finally:
+        for sink in sinks:
+            sink.close()
+        engine.deactivate()
+        source.close()
+        publisher.close(config.linger_ms)

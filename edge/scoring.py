@@ -1,0 +1,79 @@
+"""From engine outputs to a verdict: ``fail`` at or above the threshold, ``error`` for invalid outputs, and the
+regions of the map above the pixel threshold in frame coordinates."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge.sidecar import FrameSpec, Sidecar
+
+
+class ThresholdError(Exception):
+    """No usable threshold for an artefact."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Image-score and pixel thresholds, and where they came from."""
+
+    score: float
+    pixel: float
+    origin: str  # "calibration" or "command line"
+
+    @classmethod
+    def resolve(cls, sidecar: Sidecar, score: float | None, pixel: float | None) -> Thresholds:
+        """The command line's values, else the sidecar's calibration; refuse to judge with neither."""
+        calibration = sidecar.calibration or {}
+        if score is None and "threshold" not in calibration:
+            raise ThresholdError(
+                "the engine has no calibrated threshold: run edge-calibrate on it, or pass --threshold"
+            )
+        chosen = score if score is not None else float(calibration["threshold"])
+        pixel_value = pixel if pixel is not None else float(calibration.get("pixel_threshold", chosen))
+        for name, value in (("threshold", chosen), ("pixel threshold", pixel_value)):
+            if not 0.0 <= value <= 1.0:
+                raise ThresholdError(f"{name} {value}: scores are probabilities, give a value in [0, 1]")
+        return cls(chosen, pixel_value, "command line" if score is not None else "calibration")
+
+
+def regions(anomaly_map: np.ndarray, pixel_threshold: float, frame: FrameSpec, limit: int = 10) -> list[dict]:
+    """Connected areas of ``anomaly_map`` (``h×w``, over the ROI) at or above ``pixel_threshold``, as boxes in
+    frame pixels with their area (frame pixels) and peak value, highest peak first."""
+    amap = np.asarray(anomaly_map, dtype=np.float32)
+    mask = (amap >= pixel_threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return []
+    peaks = np.zeros(count, np.float32)
+    np.maximum.at(peaks, labels.ravel(), amap.ravel())
+    x0, y0, w, h = frame.region
+    sx, sy = w / amap.shape[1], h / amap.shape[0]
+    found = []
+    for label in np.argsort(-peaks[1:])[:limit] + 1:
+        left, top, width, height, area = (int(v) for v in stats[label])
+        found.append(
+            {
+                "x": int(x0 + left * sx),
+                "y": int(y0 + top * sy),
+                "w": max(1, round(width * sx)),
+                "h": max(1, round(height * sy)),
+                "area": round(area * sx * sy),
+                "peak": round(float(peaks[label]), 4),
+            }
+        )
+    return found
+
+
+def judge(
+    score: float, anomaly_map: np.ndarray, thresholds: Thresholds, frame: FrameSpec
+) -> tuple[str, str | None, list[dict]]:
+    """``(verdict, reason, regions)`` for one frame's outputs."""
+    if not math.isfinite(score) or not np.isfinite(anomaly_map).all():
+        return "error", "invalid_output", []
+    if score >= thresholds.score:
+        return "fail", None, regions(anomaly_map, thresholds.pixel, frame)
+    return "pass", None, []
