@@ -29,3 +29,14 @@ def tiny_checkpoint(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactor
     with pytest.warns(UserWarning, match="random initialisation"):
         summary = train(options, progress=False)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def onnx_engine(tiny_checkpoint: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported to an FP32 ONNX taking 64×64 RGB frames, batch up to 4."""
+    from edge.sidecar import FrameSpec
+    from export.exporter import export_artefact
+
+    path = tmp_path_factory.mktemp("engine") / "memseg.onnx"
+    export_artefact(tiny_checkpoint[0], path, FrameSpec(64, 64, "rgb8", max_batch=4), "fp32")
+    return path

@@ -1,0 +1,357 @@
+"""The line runtime: one verdict per captured frame, in order, over ZeroMQ to another process; faults become
+error verdicts; bad set-ups are refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+
+from edge.client import VerdictSubscriber
+from edge.config import ConfigError, StationConfig
+from edge.engines import Engine, open_engine
+from edge.pipeline import Pipeline, PipelineOptions
+from edge.publish import PublishError, VerdictPublisher
+from edge.scoring import Thresholds, judge, regions
+from edge.sidecar import FrameSpec
+from edge.sinks import RejectStore
+from edge.sources import FolderSource, VideoSource
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "edge" / "schemas" / "messages.schema.json").read_text())
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def cli(name: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys; from edge.cli import {name} as m; sys.exit(m(sys.argv[1:]))"]
+
+
+@pytest.fixture(scope="module")
+def part_folder(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real test images in capture order, plus an unreadable file and a frame of the wrong size."""
+    folder = tmp_path_factory.mktemp("parts")
+    images = sorted((brick_dataset / "test").rglob("*.png"))
+    for i, path in enumerate(images):
+        shutil.copy(path, folder / f"{i:03d}_{path.parent.name}.png")
+    (folder / "050_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    cv2.imwrite(str(folder / "051_wrong_size.png"), np.zeros((32, 48, 3), np.uint8))
+    return folder
+
+
+def offline_verdicts(engine_path: Path, folder: Path, threshold: float) -> dict[str, tuple[str, float]]:
+    """What each readable, right-sized image should get, from the engine run directly."""
+    expected = {}
+    with open_engine(engine_path) as engine:
+        for path in sorted(folder.glob("*.png")):
+            image = cv2.imread(str(path))
+            if image is None or image.shape[:2] != (64, 64):
+                continue
+            out = engine.infer(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)[None])
+            verdict, _, _ = judge(
+                float(out.score[0]), out.anomaly_map[0, 0], Thresholds(threshold, threshold, "t"), engine.frame
+            )
+            expected[path.name] = (verdict, float(out.score[0]))
+    return expected
+
+
+def test_folder_to_subscriber_process_one_verdict_per_image(
+    onnx_engine: Path, part_folder: Path, tmp_path: Path
+) -> None:
+    with open_engine(onnx_engine) as engine:
+        frame = cv2.cvtColor(cv2.imread(str(sorted(part_folder.glob("*.png"))[0])), cv2.COLOR_BGR2RGB)
+        engine.infer(frame[None])
+    scores = [s for _, s in offline_verdicts(onnx_engine, part_folder, 0.5).values()]
+    threshold = float(np.median(scores))
+    expected = offline_verdicts(onnx_engine, part_folder, threshold)
+    endpoint = free_endpoint()
+    received = tmp_path / "received.jsonl"
+    listener = subprocess.Popen(
+        [*cli("listen_main"), endpoint, "--jsonl", str(received), "--quiet"], stdout=subprocess.PIPE, text=True
+    )
+    run = subprocess.run(
+        [
+            *cli("run_main"),
+            "--engine",
+            str(onnx_engine),
+            "--camera",
+            f"folder://{part_folder}",
+            "--publish",
+            endpoint,
+            "--threshold",
+            str(threshold),
+            "--station",
+            "line1",
+            "--wait-timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(listener.communicate(timeout=30)[0].strip().splitlines()[-1])
+    verdicts = [json.loads(line) for line in received.read_text().splitlines()]
+    names = sorted(p.name for p in part_folder.glob("*.png"))
+    assert len(verdicts) == len(names) == summary["verdicts"] and summary["missing"] == 0
+    assert [v["seq"] for v in verdicts] == list(range(len(names)))
+    assert [v["frame_id"] for v in verdicts] == list(range(len(names)))
+    by_name = dict(zip(names, verdicts, strict=True))
+    assert by_name["050_broken.png"]["verdict"] == "error" and by_name["050_broken.png"]["reason"] == "unreadable_image"
+    assert by_name["051_wrong_size.png"]["reason"] == "frame_format"
+    for name, (verdict, score) in expected.items():
+        assert by_name[name]["verdict"] == verdict, name
+        assert by_name[name]["score"] == pytest.approx(score, abs=1e-5)
+    assert {v["verdict"] for v in verdicts} == {"pass", "fail", "error"}
+    for v in verdicts:
+        jsonschema.validate(v, SCHEMA)
+    assert "2 error" in run.stderr
+
+
+class FaultyEngine(Engine):
+    """Fault injection around a real engine: raise on some calls, return NaN on others, or be slow."""
+
+    backend = "faulty"
+
+    def __init__(self, inner: Engine, raise_on=(), nan_on=(), delay_s: float = 0.0) -> None:
+        super().__init__(inner.path, inner.sidecar)
+        self.inner, self.raise_on, self.nan_on, self.delay_s, self.calls = inner, set(raise_on), set(nan_on), delay_s, 0
+
+    def _activate(self) -> None:
+        self.inner.activate()
+
+    def _deactivate(self) -> None:
+        self.inner.deactivate()
+
+    def _infer(self, frames):
+        call, self.calls = self.calls, self.calls + 1
+        time.sleep(self.delay_s)
+        if call in self.raise_on:
+            raise RuntimeError("injected engine failure")
+        out = self.inner.infer(frames)
+        if call in self.nan_on:
+            return np.full_like(out.score, np.nan), out.anomaly_map
+        return out.score, out.anomaly_map
+
+
+def run_in_process(engine: Engine, folder: Path, endpoint: str, **options) -> tuple[Pipeline, list[tuple[str, dict]]]:
+    publisher = VerdictPublisher(endpoint, "test")
+    subscriber = VerdictSubscriber(endpoint)
+    assert publisher.wait_subscribers(1, 10)
+    source = FolderSource(folder, "rgb8")
+    source.open()
+    try:
+        with engine:
+            pipeline = Pipeline(
+                source, engine, publisher, Thresholds(0.5, 0.5, "t"), PipelineOptions(station="test", **options)
+            )
+            pipeline.run()
+        publisher.status({"state": "stopped", "final": True, "health": pipeline.health})
+        messages = []
+        for kind, payload in subscriber.messages(timeout_s=5):
+            messages.append((kind, payload))
+            if payload.get("final"):
+                break
+        return pipeline, messages
+    finally:
+        subscriber.close()
+        publisher.close(0)
+
+
+def test_engine_failures_and_nan_become_error_verdicts(onnx_engine: Path, part_folder: Path) -> None:
+    engine = FaultyEngine(open_engine(onnx_engine), raise_on={1}, nan_on={2})
+    pipeline, messages = run_in_process(engine, part_folder, free_endpoint(), max_batch=1)
+    verdicts = [p for k, p in messages if k == "verdict"]
+    counters = pipeline.counters
+    assert counters.frames == counters.verdicts == len(verdicts) == len(list(part_folder.glob("*.png")))
+    assert [v["seq"] for v in verdicts] == list(range(len(verdicts)))
+    assert verdicts[1]["reason"] == "engine_error" and "injected" in verdicts[1]["detail"]
+    assert verdicts[2]["reason"] == "invalid_output" and verdicts[2]["score"] is None
+    assert counters.errors["engine_error"] == 1 and counters.errors["invalid_output"] == 1
+    for _kind, payload in messages:
+        jsonschema.validate(payload, SCHEMA)
+    assert any(k == "heartbeat" for k, _ in messages)
+
+
+def test_a_slow_engine_overruns_the_queue_but_every_frame_is_accounted(onnx_engine: Path, part_folder: Path) -> None:
+    engine = FaultyEngine(open_engine(onnx_engine), delay_s=0.15)
+    pipeline, messages = run_in_process(engine, part_folder, free_endpoint(), max_batch=1, queue_size=2)
+    verdicts = [p for k, p in messages if k == "verdict"]
+    assert len(verdicts) == pipeline.counters.frames == len(list(part_folder.glob("*.png")))
+    assert [v["frame_id"] for v in verdicts] == sorted(v["frame_id"] for v in verdicts)
+    assert pipeline.counters.errors["overrun"] >= 5
+    assert pipeline.counters.passed + pipeline.counters.failed >= 2
+
+
+def test_batches_fill_up_to_the_engine_maximum(onnx_engine: Path, part_folder: Path) -> None:
+    pipeline, messages = run_in_process(
+        open_engine(onnx_engine), part_folder, free_endpoint(), max_batch=4, batch_timeout_ms=200, queue_size=64
+    )
+    batches = [p["batch"] for k, p in messages if k == "verdict" and p["reason"] is None]
+    assert max(batches) == 4 and pipeline.counters.frames == pipeline.counters.verdicts
+
+
+def test_regions_are_boxes_in_frame_pixels() -> None:
+    amap = np.zeros((64, 64), np.float32)
+    amap[10:20, 30:34] = 0.9
+    amap[50, 5] = 0.6
+    found = regions(amap, 0.5, FrameSpec(400, 300, "mono8", roi=(100, 50, 128, 128)))
+    assert found[0] == {"x": 100 + 60, "y": 50 + 20, "w": 8, "h": 20, "area": 160, "peak": 0.9}
+    assert found[1]["peak"] == 0.6 and len(found) == 2
+
+
+def test_reject_store_keeps_within_its_limits(tmp_path: Path) -> None:
+    from edge.pipeline import Job
+    from edge.sources import Frame
+
+    store = RejectStore(tmp_path / "rejects", FrameSpec(32, 32, "mono8"), max_files=3)
+    for i in range(8):
+        job = Job(i, Frame(i, 0, 0, np.full((32, 32), i * 20, np.uint8)), anomaly_map=np.random.rand(16, 16))
+        store.write({"verdict": "fail", "time": f"2026-01-01T00:00:0{i}.000Z", "frame_id": i, "score": 0.9}, job)
+        time.sleep(0.02)
+    store.close()
+    files = sorted(p.name for p in (tmp_path / "rejects").glob("*.png"))
+    assert len(files) == 3 and store.saved + store.dropped == 8
+    assert files[-1].endswith("_00000007_0.900.png") or store.dropped > 0
+
+
+def test_video_source_reads_every_frame(tmp_path: Path) -> None:
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(5):
+        writer.write(np.full((32, 48, 3), i * 40, np.uint8))
+    writer.release()
+    with VideoSource(path, "mono8") as source:
+        frames = []
+        while (frame := source.read()) is not None:
+            frames.append(frame)
+    assert [f.frame_id for f in frames] == list(range(5)) and frames[0].pixels.shape == (32, 48)
+
+
+def test_config_file_then_flags_and_clear_errors(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text('[station]\nengine = "a.onnx"\ncamera = "basler0"\nqueue_size = 4\nthreshold = 0.4\n')
+    config = StationConfig.load(path, {"queue_size": 16, "threshold": None})
+    assert (config.engine, config.queue_size, config.threshold) == ("a.onnx", 16, 0.4)
+    path.write_text('engine = "a.onnx"\ncamera = "basler0"\nqueue_sise = 4\n')
+    with pytest.raises(ConfigError, match="unknown setting 'queue_sise'"):
+        StationConfig.load(path, {})
+    path.write_text('engine = "a.onnx"\ncamera = "basler0"\nqueue_size = "many"\n')
+    with pytest.raises(ConfigError, match="'queue_size' must be a int"):
+        StationConfig.load(path, {})
+    with pytest.raises(ConfigError, match="'camera' is required"):
+        StationConfig.load(None, {"engine": "a.onnx"})
+
+
+def test_second_publisher_on_the_same_port_is_refused() -> None:
+    endpoint = free_endpoint()
+    first = VerdictPublisher(endpoint, "a")
+    try:
+        with pytest.raises(PublishError, match="another edge-run on that port"):
+            VerdictPublisher(endpoint, "b")
+    finally:
+        first.close(0)
+
+
+@pytest.mark.parametrize(
+    "case", ["missing engine", "no sidecar", "hash mismatch", "no threshold", "bad config", "port in use"]
+)
+def test_bad_setups_are_refused_with_one_line(case: str, onnx_engine: Path, part_folder: Path, tmp_path: Path) -> None:
+    engine, args, blocker = onnx_engine, [], None
+    endpoint = free_endpoint()
+    if case == "missing engine":
+        engine, expect = tmp_path / "none.onnx", "artefact not found"
+    elif case == "no sidecar":
+        engine = tmp_path / "copy.onnx"
+        shutil.copy(onnx_engine, engine)
+        expect = "has no sidecar"
+    elif case == "hash mismatch":
+        engine = tmp_path / "copy.onnx"
+        engine.write_bytes(onnx_engine.read_bytes() + b"\0")
+        shutil.copy(str(onnx_engine) + ".json", str(engine) + ".json")
+        expect = "does not match its sidecar"
+    elif case == "no threshold":
+        expect = "no calibrated threshold"
+    elif case == "bad config":
+        (tmp_path / "s.toml").write_text("queue_size = -1\n")
+        args, expect = ["--config", str(tmp_path / "s.toml")], "'queue_size' must be positive"
+    else:
+        blocker, expect = VerdictPublisher(endpoint, "x"), "another edge-run on that port"
+    if case != "no threshold":
+        args += ["--threshold", "0.5"]
+    try:
+        result = subprocess.run(
+            [
+                *cli("run_main"),
+                "--engine",
+                str(engine),
+                "--camera",
+                f"folder://{part_folder}",
+                "--publish",
+                endpoint,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        if blocker:
+            blocker.close(0)
+    assert result.returncode == 2 and expect in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_drains_and_publishes_a_final_status(onnx_engine: Path, part_folder: Path) -> None:
+    endpoint = free_endpoint()
+    subscriber = VerdictSubscriber(endpoint)
+    process = subprocess.Popen(
+        [
+            *cli("run_main"),
+            "--engine",
+            str(onnx_engine),
+            "--camera",
+            f"folder://{part_folder}?loop=1",
+            "--publish",
+            endpoint,
+            "--threshold",
+            "0.5",
+            "--wait-subscribers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    final, verdicts = None, 0
+    try:
+        for kind, payload in subscriber.messages(timeout_s=60):
+            if kind == "verdict":
+                verdicts += 1
+                if verdicts == 20:
+                    process.send_signal(signal.SIGTERM)
+            if payload.get("final"):
+                final = payload
+                break
+        assert process.wait(timeout=30) == 0
+    finally:
+        subscriber.close()
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert final is not None and final["state"] == "stopped"
+    assert final["counters"]["frames"] == final["counters"]["verdicts"] == subscriber.state.verdicts
+    assert subscriber.state.missing == 0
