@@ -30,6 +30,24 @@ def frame_from_image(image: np.ndarray, frame: FrameSpec) -> np.ndarray:
     return out
 
 
+def camera_frame(image: np.ndarray, frame: FrameSpec) -> np.ndarray:
+    """A picture from the station's camera as the engine's frame: the whole frame, or just the ROI's size.
+
+    Raises ValueError naming both sizes for a picture of any other size (resizing it would calibrate on
+    something the camera never delivers).
+    """
+    x, y, w, h = frame.region
+    if image.shape[:2] == (frame.height, frame.width):
+        return frame_from_image(image, FrameSpec(frame.width, frame.height, frame.pixel_format))
+    if image.shape[:2] == (h, w):
+        return frame_from_image(image, frame)
+    roi = f" or the ROI's {w}x{h}" if frame.roi is not None else ""
+    raise ValueError(
+        f"image is {image.shape[1]}x{image.shape[0]}, the engine takes {frame.width}x{frame.height} frames{roi}: "
+        "use pictures from the station's camera"
+    )
+
+
 def frames_from_images(images: list[np.ndarray], frame: FrameSpec) -> np.ndarray:
     """A ``B×…`` uint8 batch of frames made from RGB images."""
     return np.stack([frame_from_image(image, frame) for image in images])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.drift import DriftMonitor
 from edge.engines import Engine
 from edge.publish import VerdictPublisher, iso_time
 from edge.scoring import Thresholds, judge
@@ -100,10 +101,12 @@ class Pipeline:
         thresholds: Thresholds,
         options: PipelineOptions,
         sinks: list | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.source, self.engine, self.publisher = source, engine, publisher
         self.thresholds, self.options = thresholds, options
         self.sinks = sinks or []  # each has .write(verdict: dict, job: Job)
+        self.drift = drift
         self.counters = Counters()
         self.latencies: list[float] = []
         self.health = "ok"
@@ -226,6 +229,10 @@ class Pipeline:
         counters.last_verdict_ns = message["t_publish_ns"]
         if message["verdict"] == "pass":
             counters.passed += 1
+            change = self.drift.add(message["score"]) if self.drift else None
+            if change:
+                log.warning("good-score drift %s: %s", "detected" if change["drift"] else "gone", change)
+                self.publisher.status({"state": "running", "health": self.health, **change})
         elif message["verdict"] == "fail":
             counters.failed += 1
         else:

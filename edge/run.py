@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import StationConfig
+from edge.drift import DriftMonitor
 from edge.engines import EngineError, open_engine
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher
@@ -59,7 +60,8 @@ def run_station(config: StationConfig) -> int:
             queue_size=config.queue_size,
             heartbeat_s=config.heartbeat_s,
         )
-        pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks)
+        drift = DriftMonitor.from_calibration(engine.sidecar.calibration)
+        pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)
         log.info(
             "%s: %s (%s, %s) on %s, threshold %.4f (%s), publishing on %s",
             config.station,

@@ -28,6 +28,11 @@ class Thresholds:
     def resolve(cls, sidecar: Sidecar, score: float | None, pixel: float | None) -> Thresholds:
         """The command line's values, else the sidecar's calibration; refuse to judge with neither."""
         calibration = sidecar.calibration or {}
+        if calibration and calibration.get("engine_sha256") != sidecar.sha256:
+            raise ThresholdError(
+                "the sidecar's calibration was made for another artefact (engine_sha256 differs): calibrate this "
+                "engine again with edge-calibrate"
+            )
         if score is None and "threshold" not in calibration:
             raise ThresholdError(
                 "the engine has no calibrated threshold: run edge-calibrate on it, or pass --threshold"

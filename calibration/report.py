@@ -1,0 +1,148 @@
+"""The calibration report: score histograms, ROC and PR curves, the hardest images, and a Markdown summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _histogram(path: Path, calibration: dict, good: np.ndarray, bad: np.ndarray | None) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    bins = np.linspace(0, max(1e-3, float(np.max(np.concatenate([good, bad if bad is not None else good])))), 50)
+    ax.hist(good, bins=bins, alpha=0.6, label=f"good ({len(good)})", color="tab:green")
+    if bad is not None:
+        ax.hist(bad, bins=bins, alpha=0.6, label=f"bad ({len(bad)})", color="tab:red")
+    threshold = calibration["threshold"]
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4f}")
+    ax.set_xlabel("image score")
+    ax.set_ylabel("images")
+    ax.set_yscale("log")
+    ax.set_title(f"scores; target false-reject rate {calibration['target_false_reject']:g}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _curves(path: Path, calibration: dict, good: np.ndarray, bad: np.ndarray) -> None:
+    thresholds = np.unique(np.concatenate([good, bad, [np.inf]]))[::-1]
+    tpr = np.array([(bad >= t).mean() for t in thresholds])
+    fpr = np.array([(good >= t).mean() for t in thresholds])
+    precision = np.array([(bad >= t).sum() / max(1, (bad >= t).sum() + (good >= t).sum()) for t in thresholds])
+    chosen = calibration["threshold"]
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    roc.plot(fpr, tpr)
+    roc.scatter([(good >= chosen).mean()], [(bad >= chosen).mean()], color="black", zorder=3, label="threshold")
+    roc.set_xlabel("false-reject rate (good parts failed)")
+    roc.set_ylabel("detection rate (bad parts failed)")
+    roc.set_title("ROC")
+    roc.legend()
+    pr.plot(tpr, precision)
+    pr.set_xlabel("recall (bad parts failed)")
+    pr.set_ylabel("precision")
+    pr.set_title("precision-recall")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _grid(path: Path, title_rows: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]]) -> None:
+    rows = [r for r in title_rows if r[1]]
+    columns = max(len(items) for _, items in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.6 * len(rows)), dpi=100, squeeze=False)
+    for r, (title, items) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(items):
+                continue
+            label, image, amap = items[c]
+            heat = cv2.resize(amap, (image.shape[1], image.shape[0]))
+            ax.imshow(image)
+            ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.set_title(f"{title}\n{label}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _percent(rate: float) -> str:
+    return f"{100 * rate:.3g} %"
+
+
+def write_report(folder: Path, calibration: dict, good, bad) -> Path:
+    """Write PNGs and ``report.md`` into ``folder``; returns the Markdown file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _histogram(folder / "scores.png", calibration, good.scores, bad.scores if bad else None)
+    rows = [
+        (
+            "worst good",
+            [
+                (f"{good.paths[i].name} {good.scores[i]:.4f}", *good.thumbnails[i])
+                for i in sorted(good.thumbnails, key=lambda i: -good.scores[i])
+            ],
+        )
+    ]
+    if bad is not None:
+        _curves(folder / "roc_pr.png", calibration, good.scores, bad.scores)
+        rows.append(
+            (
+                "lowest-scoring bad",
+                [
+                    (f"{bad.paths[i].name} {bad.scores[i]:.4f}", *bad.thumbnails[i])
+                    for i in sorted(bad.thumbnails, key=lambda i: bad.scores[i])
+                ],
+            )
+        )
+    _grid(folder / "hardest.png", rows)
+    low, high = calibration["false_reject_interval"]
+    lines = [
+        "# Calibration report",
+        "",
+        f"- engine sha256: `{calibration['engine_sha256']}`",
+        f"- created: {calibration['created']}",
+        f"- good images: {calibration['good_images']} from `{calibration['good_folder']}`",
+        "",
+        "## Threshold",
+        "",
+        f"**Image-score threshold: {calibration['threshold']:.4f}** (pixel threshold for regions: "
+        f"{calibration['pixel_threshold']:.4f}).",
+        "",
+        f"- target false-reject rate: {_percent(calibration['target_false_reject'])} of good parts",
+        f"- expected false-reject rate at the threshold: {_percent(calibration['expected_false_reject'])}, "
+        f"95 % interval {_percent(low)} to {_percent(high)} (bootstrap of the tail fit)",
+        f"- observed on these good images: {_percent(calibration['observed_false_reject'])}; without any model "
+        f"these {calibration['good_images']} images prove only a rate below "
+        f"{_percent(calibration['proven_false_reject_upper'])} (Clopper-Pearson, 95 %)",
+        f"- method: {calibration['method']}",
+    ]
+    if "bad" in calibration:
+        b = calibration["bad"]
+        lines += [
+            "",
+            "## With the bad images",
+            "",
+            f"- bad images: {b['bad_images']} from `{calibration['bad_folder']}`",
+            f"- escapes at the threshold: {b['escapes_at_threshold']} ({_percent(b['escape_at_threshold'])})",
+            "",
+            "| threshold | value | false rejects (these images) | escapes |",
+            "| --- | --- | --- | --- |",
+            f"| chosen (meets the false-reject target) | {calibration['threshold']:.4f} | "
+            f"{_percent(calibration['observed_false_reject'])} | {_percent(b['escape_at_threshold'])} |",
+            f"| F1-optimal | {b['f1_optimal']['threshold']:.4f} | {_percent(b['f1_optimal']['false_reject'])} | "
+            f"{_percent(b['f1_optimal']['escape'])} |",
+            f"| zero escapes | {b['zero_escape']['threshold']:.4f} | {_percent(b['zero_escape']['false_reject'])} | "
+            f"{_percent(b['zero_escape']['escape'])} |",
+            "",
+            "![ROC and PR](roc_pr.png)",
+        ]
+    lines += ["", "![scores](scores.png)", "", "![hardest images](hardest.png)", ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,148 @@
+"""Choosing thresholds from scores.
+
+Good images only: the image-score threshold for a target false-reject rate p. An empirical quantile at p needs
+about 1/p images and says nothing about its own error, so we fit the upper tail: scores are mapped to logits,
+the excesses over the 80th percentile are modelled as exponential (the generalised Pareto tail with shape 0,
+fitted by maximum likelihood: its scale is the mean excess), and the threshold is the tail's (1 − p) quantile.
+A bootstrap over the good scores gives the uncertainty of the false-reject rate at that threshold, and a
+Clopper–Pearson bound gives what the sample proves without any model. The fit extrapolates at most tenfold
+beyond the sample: fewer than ``minimum_good(p)`` images are refused.
+
+With bad images too: the lowest threshold meeting the false-reject target (so the fewest escapes), and for
+comparison the F1-optimal and the zero-escape thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+TAIL_FRACTION = 0.2  # the top 20 % of good scores form the tail
+EXTRAPOLATION = 10.0  # the fit may reach p down to 1 / (10 n)
+CONFIDENCE = 0.95
+EPS = 1e-7
+
+
+class CalibrationError(Exception):
+    """Scores that cannot support the requested calibration; the message says what is needed."""
+
+
+def minimum_good(target: float) -> int:
+    """Good images needed for a false-reject target (at least 30)."""
+    return max(30, math.ceil(1.0 / (EXTRAPOLATION * target)))
+
+
+def logit(scores: np.ndarray) -> np.ndarray:
+    clipped = np.clip(np.asarray(scores, np.float64), EPS, 1 - EPS)
+    return np.log(clipped / (1 - clipped))
+
+
+def sigmoid(z: float) -> float:
+    return float(1.0 / (1.0 + math.exp(-z)))
+
+
+def beta_ppf(q: float, a: float, b: float) -> float:
+    """Quantile of the Beta(a, b) distribution (bisection on the regularised incomplete beta)."""
+    from scipy.special import betaincinv
+
+    return float(betaincinv(a, b, q))
+
+
+def clopper_pearson_upper(exceedances: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """One-sided upper confidence bound of a rate from ``exceedances`` out of ``n``."""
+    if exceedances >= n:
+        return 1.0
+    return beta_ppf(confidence, exceedances + 1, n - exceedances)
+
+
+@dataclass(frozen=True)
+class TailFit:
+    """Exponential tail over ``threshold`` of logit scores: P(z > u + x) = fraction · exp(−x / scale)."""
+
+    threshold: float
+    fraction: float
+    scale: float
+
+    @classmethod
+    def fit(cls, good: np.ndarray) -> TailFit:
+        z = np.sort(logit(good))
+        u = float(np.quantile(z, 1 - TAIL_FRACTION))
+        excess = z[z > u] - u
+        scale = float(excess.mean()) if len(excess) else 0.0
+        return cls(u, len(excess) / len(z), max(scale, 1e-6))
+
+    def quantile(self, rate: float) -> float:
+        """Logit score exceeded with probability ``rate`` (rate < fraction)."""
+        return self.threshold + self.scale * math.log(self.fraction / rate)
+
+    def exceedance(self, z: float) -> float:
+        """P(logit score ≥ z) for z above the tail threshold."""
+        return self.fraction * math.exp(-(z - self.threshold) / self.scale)
+
+
+def false_reject_threshold(good: np.ndarray, target: float, rng: np.random.Generator, resamples: int = 500) -> dict:
+    """The threshold for ``target`` false rejects, with its uncertainty."""
+    good = np.asarray(good, np.float64)
+    n = len(good)
+    if not 0 < target < TAIL_FRACTION:
+        raise CalibrationError(f"--target-false-reject {target}: give a rate between 0 and {TAIL_FRACTION}")
+    if n < minimum_good(target):
+        raise CalibrationError(
+            f"{n} good images cannot support a false-reject target of {target:g}: at least {minimum_good(target)} "
+            f"are needed (the tail fit extrapolates at most {EXTRAPOLATION:g}× beyond the sample); add good images "
+            f"or raise --target-false-reject to {1 / (EXTRAPOLATION * n):.2g} or more"
+        )
+    fit = TailFit.fit(good)
+    z = fit.quantile(target)
+    threshold = sigmoid(z)
+    boot = []
+    for _ in range(resamples):
+        sample = rng.choice(good, size=n, replace=True)
+        refit = TailFit.fit(sample)
+        boot.append(refit.exceedance(z) if z > refit.threshold else float(np.mean(logit(sample) >= z)))
+    exceed = int((good >= threshold).sum())
+    return {
+        "threshold": threshold,
+        "target_false_reject": target,
+        "expected_false_reject": target,
+        "false_reject_interval": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+        "observed_false_reject": exceed / n,
+        "proven_false_reject_upper": clopper_pearson_upper(exceed, n),
+        "good_images": n,
+        "tail": asdict(fit),
+    }
+
+
+def with_bad_images(good: np.ndarray, bad: np.ndarray, chosen: float) -> dict:
+    """Escape rate at the chosen threshold, and the F1-optimal and zero-escape thresholds for comparison."""
+    good, bad = np.asarray(good, np.float64), np.asarray(bad, np.float64)
+    candidates = np.unique(np.concatenate([good, bad]))
+    tp = (bad[None, :] >= candidates[:, None]).sum(1)
+    fp = (good[None, :] >= candidates[:, None]).sum(1)
+    f1 = 2 * tp / np.maximum(2 * tp + fp + (len(bad) - tp), 1)
+    best = int(np.argmax(f1))
+    zero_escape = float(bad.min())
+
+    def rates(t: float) -> dict:
+        return {
+            "threshold": t,
+            "false_reject": float((good >= t).mean()),
+            "escape": float((bad < t).mean()),
+        }
+
+    return {
+        "bad_images": len(bad),
+        "escape_at_threshold": float((bad < chosen).mean()),
+        "escapes_at_threshold": int((bad < chosen).sum()),
+        "f1_optimal": {**rates(float(candidates[best])), "f1": float(f1[best])},
+        "zero_escape": rates(zero_escape),
+    }
+
+
+def pixel_threshold(good_map_maxima: np.ndarray, image_threshold: float) -> float:
+    """Region threshold: the highest pixel of any good calibration image (no region shows on a good part), but
+    not below half the image threshold."""
+    level = float(np.max(good_map_maxima)) if len(good_map_maxima) else image_threshold
+    return float(min(max(level, 0.5 * image_threshold), 1.0))
