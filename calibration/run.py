@@ -113,7 +113,7 @@ def calibrate(
     logits = logit(good_scored.scores)
     result["good_logit_mean"], result["good_logit_std"] = float(logits.mean()), float(logits.std(ddof=1))
     result.update(
-        method="exponential tail of logit scores over the 80th percentile; bootstrap 95 % interval",
+        method="generalised Pareto tail of logit scores over their 80th percentile; bootstrap 95 % interval",
         engine_sha256=engine.sidecar.sha256,
         good_folder=str(good),
         bad_folder=str(bad) if bad is not None else None,

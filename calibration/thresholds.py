@@ -2,8 +2,8 @@
 
 Good images only: the image-score threshold for a target false-reject rate p. An empirical quantile at p needs
 about 1/p images and says nothing about its own error, so we fit the upper tail: scores are mapped to logits,
-the excesses over the 80th percentile are modelled as exponential (the generalised Pareto tail with shape 0,
-fitted by maximum likelihood: its scale is the mean excess), and the threshold is the tail's (1 − p) quantile.
+the excesses over the 80th percentile are modelled by a generalised Pareto distribution (peaks over threshold,
+fitted by maximum likelihood, shape kept within ±0.5), and the threshold is the tail's (1 − p) quantile.
 A bootstrap over the good scores gives the uncertainty of the false-reject rate at that threshold, and a
 Clopper–Pearson bound gives what the sample proves without any model. The fit extrapolates at most tenfold
 beyond the sample: fewer than ``minimum_good(p)`` images are refused.
@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 TAIL_FRACTION = 0.2  # the top 20 % of good scores form the tail
+SHAPE_LIMIT = 0.5  # the fitted tail shape is kept within ±0.5
 EXTRAPOLATION = 10.0  # the fit may reach p down to 1 / (10 n)
 CONFIDENCE = 0.95
 EPS = 1e-7
@@ -59,30 +60,42 @@ def clopper_pearson_upper(exceedances: int, n: int, confidence: float = CONFIDEN
 
 @dataclass(frozen=True)
 class TailFit:
-    """Exponential tail over ``threshold`` of logit scores: P(z > u + x) = fraction · exp(−x / scale)."""
+    """Generalised Pareto tail over ``threshold`` of logit scores: P(z > u + x) = fraction · (1 + ξx/σ)^(−1/ξ)."""
 
     threshold: float
     fraction: float
+    shape: float
     scale: float
 
     @classmethod
     def fit(cls, good: np.ndarray) -> TailFit:
+        from scipy.stats import genpareto
+
         z = np.sort(logit(good))
         u = float(np.quantile(z, 1 - TAIL_FRACTION))
         excess = z[z > u] - u
-        scale = float(excess.mean()) if len(excess) else 0.0
-        return cls(u, len(excess) / len(z), max(scale, 1e-6))
+        if len(excess) < 3 or float(excess.std()) < 1e-9:
+            return cls(u, max(len(excess), 1) / len(z), 0.0, max(float(excess.mean()) if len(excess) else 0.0, 1e-6))
+        shape, _, scale = genpareto.fit(excess, floc=0)
+        return cls(u, len(excess) / len(z), float(np.clip(shape, -SHAPE_LIMIT, SHAPE_LIMIT)), max(float(scale), 1e-6))
 
     def quantile(self, rate: float) -> float:
-        """Logit score exceeded with probability ``rate`` (rate < fraction)."""
-        return self.threshold + self.scale * math.log(self.fraction / rate)
+        """Logit score exceeded with probability ``rate``."""
+        ratio = self.fraction / rate
+        if abs(self.shape) < 1e-6:
+            return self.threshold + self.scale * math.log(ratio)
+        return self.threshold + self.scale / self.shape * (ratio**self.shape - 1)
 
     def exceedance(self, z: float) -> float:
         """P(logit score ≥ z) for z above the tail threshold."""
-        return self.fraction * math.exp(-(z - self.threshold) / self.scale)
+        x = z - self.threshold
+        if abs(self.shape) < 1e-6:
+            return self.fraction * math.exp(-x / self.scale)
+        base = 1 + self.shape * x / self.scale
+        return self.fraction * base ** (-1 / self.shape) if base > 0 else 0.0
 
 
-def false_reject_threshold(good: np.ndarray, target: float, rng: np.random.Generator, resamples: int = 500) -> dict:
+def false_reject_threshold(good: np.ndarray, target: float, rng: np.random.Generator, resamples: int = 300) -> dict:
     """The threshold for ``target`` false rejects, with its uncertainty."""
     good = np.asarray(good, np.float64)
     n = len(good)
