@@ -1,7 +1,8 @@
 """The line: capture → infer → judge → publish, as threads joined by bounded queues.
 
 * The capture thread reads the source. A frame that cannot be judged (unreadable, wrong size or format, or the
-  inference queue full) gets its ``error`` verdict at once; the others queue for inference.
+  inference queue full while a live source keeps producing) gets its ``error`` verdict at once; the others queue
+  for inference. Sources that are not live (files) wait for room instead.
 * The inference thread batches up to the engine's max batch, waiting at most ``batch_timeout_ms`` for a batch to
   fill, and runs the engine. An engine that raises or returns NaN/Inf gives ``error`` verdicts, not a crash.
 * The publishing thread (the caller's) judges, publishes in capture order (a reorder buffer: errors overtake
@@ -136,18 +137,32 @@ class Pipeline:
                 elif frame.pixels.shape != self._expected or frame.pixels.dtype != np.uint8:
                     job.error = "frame_format"
                     job.detail = f"frame {frame.pixels.shape} {frame.pixels.dtype}, engine takes {self._expected} uint8"
+                elif self._enqueue(job):
+                    continue
                 else:
-                    try:
-                        self._infer_queue.put_nowait(job)
-                        continue
-                    except queue.Full:
-                        job.error, job.detail = "overrun", "inference queue full: frames arrive faster than judged"
+                    job.error, job.detail = "overrun", "inference queue full: frames arrive faster than judged"
                 self._done_queue.put(job)
         except Exception as exc:  # a source failing mid-run ends the run with a status, never silently
             log.error("capture stopped: %s", exc)
             self.health = "camera_lost"
         finally:
             self._infer_queue.put(End(index))
+
+    def _enqueue(self, job: Job) -> bool:
+        """Queue for inference; a live source never waits (False: overrun), files wait for room."""
+        if self.source.live:
+            try:
+                self._infer_queue.put_nowait(job)
+                return True
+            except queue.Full:
+                return False
+        while not self.stop.is_set():
+            try:
+                self._infer_queue.put(job, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     # -- inference -------------------------------------------------------------------------------------------
     def _infer(self) -> None:

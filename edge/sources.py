@@ -1,6 +1,7 @@
 """Frame sources behind one small interface, named by one URI (in the spirit of jetson-inference's videoSource).
 
 * ``folder://DIR`` (once) or ``folder://DIR?loop=1`` (forever): the images of a folder, sorted by name;
+  ``&fps=N`` makes it a live source at N frames per second, like a free-running camera;
 * ``video://FILE``: the frames of a video file;
 * ``basler0`` / ``basler://SERIAL``: a Basler camera through pypylon (:mod:`edge.basler`).
 
@@ -41,10 +42,15 @@ class Frame:
 
 
 class Source(ABC):
-    """``open`` → ``read(timeout)`` until it returns None at the end (finite sources) → ``close``."""
+    """``open`` → ``read(timeout)`` until it returns None at the end (finite sources) → ``close``.
+
+    A ``live`` source produces frames on its own clock (a camera): when the line falls behind, frames overrun.
+    A source that is not live (files) waits for the line instead.
+    """
 
     uri: str
     finite: bool
+    live: bool = False
 
     def __enter__(self) -> Source:
         self.open()
@@ -84,11 +90,16 @@ def _now() -> tuple[int, float]:
 
 
 class FolderSource(Source):
-    """The images of a folder, sorted by name, once or looping; an unreadable file becomes an error frame."""
+    """The images of a folder, sorted by name, once or looping; an unreadable file becomes an error frame.
 
-    def __init__(self, folder: Path, pixel_format: str, loop: bool = False, uri: str = "") -> None:
+    With ``fps`` it behaves like a camera: frames come on that clock whether or not the line keeps up.
+    """
+
+    def __init__(self, folder: Path, pixel_format: str, loop: bool = False, uri: str = "", fps: float = 0.0) -> None:
         self.folder, self.pixel_format, self.loop = Path(folder), pixel_format, loop
         self.finite = not loop
+        self.live, self.fps = fps > 0, fps
+        self._due = 0.0
         self.uri = uri or f"folder://{folder}"
         self._paths: list[Path] = []
         self._next = 0
@@ -103,6 +114,9 @@ class FolderSource(Source):
     def read(self, timeout: float = 1.0) -> Frame | None:
         if self._next >= len(self._paths) and not self.loop:
             return None
+        if self.live:
+            self._due = max(self._due + 1.0 / self.fps, time.perf_counter()) if self._due else time.perf_counter()
+            time.sleep(max(0.0, self._due - time.perf_counter()))
         path = self._paths[self._next % len(self._paths)]
         frame_id = self._next
         self._next += 1
@@ -165,8 +179,13 @@ def open_source(uri: str, pixel_format: str) -> Source:
     if uri.startswith("folder://"):
         parsed = urlparse(uri)
         folder = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
-        loop = parse_qs(parsed.query).get("loop", ["0"])[0] in ("1", "true", "yes")
-        return FolderSource(Path(folder), pixel_format, loop, uri)
+        query = parse_qs(parsed.query)
+        loop = query.get("loop", ["0"])[0] in ("1", "true", "yes")
+        try:
+            fps = float(query.get("fps", ["0"])[0])
+        except ValueError as exc:
+            raise SourceError(f"{uri}: fps must be a number of frames per second") from exc
+        return FolderSource(Path(folder), pixel_format, loop, uri, fps)
     if uri.startswith("video://"):
         return VideoSource(Path(uri[len("video://") :]), pixel_format, uri)
     if uri.startswith("basler"):

@@ -148,11 +148,13 @@ class FaultyEngine(Engine):
         return out.score, out.anomaly_map
 
 
-def run_in_process(engine: Engine, folder: Path, endpoint: str, **options) -> tuple[Pipeline, list[tuple[str, dict]]]:
+def run_in_process(
+    engine: Engine, folder: Path, endpoint: str, fps: float = 0.0, **options
+) -> tuple[Pipeline, list[tuple[str, dict]]]:
     publisher = VerdictPublisher(endpoint, "test")
     subscriber = VerdictSubscriber(endpoint)
     assert publisher.wait_subscribers(1, 10)
-    source = FolderSource(folder, "rgb8")
+    source = FolderSource(folder, "rgb8", fps=fps)
     source.open()
     try:
         with engine:
@@ -189,7 +191,7 @@ def test_engine_failures_and_nan_become_error_verdicts(onnx_engine: Path, part_f
 
 def test_a_slow_engine_overruns_the_queue_but_every_frame_is_accounted(onnx_engine: Path, part_folder: Path) -> None:
     engine = FaultyEngine(open_engine(onnx_engine), delay_s=0.15)
-    pipeline, messages = run_in_process(engine, part_folder, free_endpoint(), max_batch=1, queue_size=2)
+    pipeline, messages = run_in_process(engine, part_folder, free_endpoint(), fps=50, max_batch=1, queue_size=2)
     verdicts = [p for k, p in messages if k == "verdict"]
     assert len(verdicts) == pipeline.counters.frames == len(list(part_folder.glob("*.png")))
     assert [v["frame_id"] for v in verdicts] == sorted(v["frame_id"] for v in verdicts)
@@ -355,3 +357,10 @@ def test_sigterm_drains_and_publishes_a_final_status(onnx_engine: Path, part_fol
     assert final is not None and final["state"] == "stopped"
     assert final["counters"]["frames"] == final["counters"]["verdicts"] == subscriber.state.verdicts
     assert subscriber.state.missing == 0
+
+
+def test_files_wait_for_a_slow_engine_instead_of_overrunning(onnx_engine: Path, part_folder: Path) -> None:
+    engine = FaultyEngine(open_engine(onnx_engine), delay_s=0.05)
+    pipeline, _ = run_in_process(engine, part_folder, free_endpoint(), max_batch=1, queue_size=1)
+    assert pipeline.counters.errors["overrun"] == 0
+    assert pipeline.counters.frames == pipeline.counters.verdicts == len(list(part_folder.glob("*.png")))
