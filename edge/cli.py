@@ -85,6 +85,17 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rejects-max-mb", type=float)
     parser.add_argument("--heatmaps", action="store_true", default=None, help="publish PNG heatmaps of rejects")
     parser.add_argument("--heartbeat-s", type=float, help="heartbeat interval (default 1)")
+    parser.add_argument("--max-frames", type=int, help="stop after this many captured frames")
+    camera = parser.add_argument_group("Basler camera (basler0, basler://SERIAL)")
+    camera.add_argument(
+        "--trigger",
+        choices=["free", "software", "line1", "line2", "line3", "line4"],
+        help="free-run (default), software trigger, or a hardware trigger line",
+    )
+    camera.add_argument("--exposure-us", type=float, help="exposure time in µs")
+    camera.add_argument("--gain", type=float, help="gain in the camera's unit (dB or raw)")
+    camera.add_argument("--fps", type=float, help="free-run frame rate, or software triggers per second")
+    camera.add_argument("--emulator-images", help="pylon camera emulator only: folder of images to stream")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="edge-run: %(message)s")
     from edge.run import RunError, run_station

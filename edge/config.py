@@ -33,6 +33,18 @@ class StationConfig:
     heatmaps: bool = False
     heartbeat_s: float = 1.0
     linger_ms: int = 1000
+    max_frames: int | None = None
+    # Basler camera settings (basler0, basler://SERIAL)
+    trigger: str = "free"
+    exposure_us: float | None = None
+    gain: float | None = None
+    fps: float | None = None
+    emulator_images: str | None = None
+
+    def camera_settings(self) -> dict:
+        """The settings a Basler source applies, besides frame size and pixel format (the engine's)."""
+        keys = ("trigger", "exposure_us", "gain", "fps", "emulator_images")
+        return {key: getattr(self, key) for key in keys}
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict) -> StationConfig:

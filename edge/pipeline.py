@@ -27,7 +27,7 @@ from edge.drift import DriftMonitor
 from edge.engines import Engine
 from edge.publish import VerdictPublisher, iso_time
 from edge.scoring import Thresholds, judge
-from edge.sources import Frame, Source
+from edge.sources import CameraLost, Frame, Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,13 @@ class End:
     total: int
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """A change of health to publish on the status topic (from a thread that does not own the socket)."""
+
+    payload: dict
+
+
 @dataclass
 class PipelineOptions:
     station: str = "station"
@@ -63,6 +70,7 @@ class PipelineOptions:
     batch_timeout_ms: float = 2.0
     queue_size: int = 8
     heartbeat_s: float = 1.0
+    max_frames: int | None = None
 
 
 @dataclass
@@ -121,10 +129,13 @@ class Pipeline:
     def _capture(self) -> None:
         index = 0
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and index != self.options.max_frames:
                 try:
                     frame = self.source.read(timeout=0.2)
                 except TimeoutError:
+                    continue
+                except CameraLost as exc:
+                    self._reconnect(exc)
                     continue
                 if frame is None:
                     break
@@ -147,6 +158,25 @@ class Pipeline:
             self.health = "camera_lost"
         finally:
             self._infer_queue.put(End(index))
+
+    def _reconnect(self, exc: Exception) -> None:
+        """Report the camera lost, reopen it with backoff (0.5 s doubling to 5 s) until it answers or stop."""
+        log.warning("camera lost: %s; reconnecting", exc)
+        self.health = "camera_lost"
+        self._done_queue.put(StatusChange({"state": "running", "health": "camera_lost", "reason": str(exc)}))
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                self.source.reconnect()
+            except (SourceError, CameraLost) as retry:
+                log.debug("still absent: %s", retry)
+                self.stop.wait(delay)
+                delay = min(2 * delay, 5.0)
+                continue
+            log.info("camera back")
+            self.health = "ok"
+            self._done_queue.put(StatusChange({"state": "running", "health": "ok", "reason": "camera reconnected"}))
+            return
 
     def _enqueue(self, job: Job) -> bool:
         """Queue for inference; a live source never waits (False: overrun), files wait for room."""
@@ -222,6 +252,7 @@ class Pipeline:
         return {
             "camera": self.options.camera,
             "frame_id": frame.frame_id,
+            "camera_timestamp": frame.camera_timestamp,
             "t_capture_ns": frame.t_capture_ns,
             "t_receive_ns": frame.t_receive_ns,
             "time": iso_time(frame.t_capture_ns),
@@ -280,6 +311,9 @@ class Pipeline:
             try:
                 item = self._done_queue.get(timeout=max(0.0, next_beat - time.monotonic()))
             except queue.Empty:
+                continue
+            if isinstance(item, StatusChange):
+                self.publisher.status(item.payload)
                 continue
             if isinstance(item, End):
                 total = item.total

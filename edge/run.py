@@ -34,7 +34,9 @@ def run_station(config: StationConfig) -> int:
     try:
         engine = open_engine(Path(config.engine))
         thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
-        source = open_source(config.camera, engine.frame.pixel_format)
+        frame = engine.frame
+        camera = {"width": frame.width, "height": frame.height, **config.camera_settings()}
+        source = open_source(config.camera, frame.pixel_format, camera)
     except (EngineError, ThresholdError, SourceError) as exc:
         raise RunError(str(exc)) from exc
     max_batch = min(config.max_batch or engine.frame.max_batch, engine.frame.max_batch)
@@ -59,6 +61,7 @@ def run_station(config: StationConfig) -> int:
             batch_timeout_ms=config.batch_timeout_ms,
             queue_size=config.queue_size,
             heartbeat_s=config.heartbeat_s,
+            max_frames=config.max_frames,
         )
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration)
         pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)

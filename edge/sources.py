@@ -27,6 +27,10 @@ class SourceError(Exception):
     """A source that cannot be opened; the message says why and what to do."""
 
 
+class CameraLost(Exception):
+    """A live source stopped answering (unplugged, power cycle, network): reconnect."""
+
+
 @dataclass
 class Frame:
     """One captured frame: pixels as the camera delivered them, or None with the reason it could not be read."""
@@ -39,6 +43,7 @@ class Frame:
     detail: str = ""  # human-readable detail for errors
     name: str = ""  # file name or camera serial, for logs and reject files
     t_received: float = 0.0  # time.perf_counter() at receive, for latencies
+    camera_timestamp: int = 0  # the camera's own timestamp (device ticks), where it has one
 
 
 class Source(ABC):
@@ -69,6 +74,11 @@ class Source(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def reconnect(self) -> None:
+        """Open again after :class:`CameraLost`; raises SourceError while the source is still absent."""
+        self.close()
+        self.open()
 
 
 def convert_pixels(bgr_or_grey: np.ndarray, pixel_format: str) -> np.ndarray:
@@ -174,8 +184,9 @@ class VideoSource(Source):
             self._capture = None
 
 
-def open_source(uri: str, pixel_format: str) -> Source:
-    """The source a URI names (not opened yet), delivering frames in ``pixel_format``."""
+def open_source(uri: str, pixel_format: str, camera: dict | None = None) -> Source:
+    """The source a URI names (not opened yet), delivering frames in ``pixel_format``; ``camera`` holds the
+    Basler settings (:class:`edge.basler.CameraSettings` fields besides pixel format)."""
     if uri.startswith("folder://"):
         parsed = urlparse(uri)
         folder = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
@@ -189,7 +200,7 @@ def open_source(uri: str, pixel_format: str) -> Source:
     if uri.startswith("video://"):
         return VideoSource(Path(uri[len("video://") :]), pixel_format, uri)
     if uri.startswith("basler"):
-        from edge.basler import BaslerSource
+        from edge.basler import BaslerSource, CameraSettings
 
-        return BaslerSource.from_uri(uri, pixel_format)
+        return BaslerSource.from_uri(uri, CameraSettings(pixel_format=pixel_format, **(camera or {})))
     raise SourceError(f"unknown source {uri!r}: use basler0, basler://SERIAL, folder://DIR[?loop=1] or video://FILE")

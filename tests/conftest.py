@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# pylon reads this when its transport layers start: two emulated Basler cameras for the camera tests.
+os.environ.setdefault("PYLON_CAMEMU", "2")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,168 @@
+"""Basler cameras through pypylon, on pylon's camera emulator (a real pylon device): software-triggered and
+free-run streams judged one verdict per frame, incomplete grabs, and a camera lost and found again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import pytest
+
+pylon = pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (pip install pypylon)")
+
+from edge.basler import BaslerSource, CameraSettings  # noqa: E402
+from edge.engines import open_engine  # noqa: E402
+from edge.pipeline import Pipeline, PipelineOptions  # noqa: E402
+from edge.scoring import Thresholds, judge  # noqa: E402
+from tests.test_runtime import cli, free_endpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def camera_images(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("emulator")
+    paths = sorted((brick_dataset / "test").rglob("*.png"))[:6]
+    for i, path in enumerate(paths):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.imread(str(path)))
+    return folder
+
+
+def expected_verdicts(engine_path: Path, folder: Path, threshold: float) -> list[str]:
+    with open_engine(engine_path) as engine:
+        out = []
+        for path in sorted(folder.glob("*.png")):
+            result = engine.infer(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)[None])
+            out.append(
+                judge(
+                    float(result.score[0]), result.anomaly_map[0, 0], Thresholds(threshold, threshold, ""), engine.frame
+                )[0]
+            )
+    return out
+
+
+@pytest.mark.parametrize("trigger", ["software", "free"])
+def test_emulated_camera_stream_gets_one_verdict_per_frame(
+    trigger: str, onnx_engine: Path, camera_images: Path, tmp_path: Path
+) -> None:
+    threshold = 0.5
+    expected = expected_verdicts(onnx_engine, camera_images, threshold)
+    out = tmp_path / "verdicts.jsonl"
+    result = subprocess.run(
+        [
+            *cli("run_main"),
+            "--engine",
+            str(onnx_engine),
+            "--camera",
+            "basler1",
+            "--trigger",
+            trigger,
+            "--emulator-images",
+            str(camera_images),
+            "--fps",
+            "30",
+            "--max-frames",
+            "12",
+            "--threshold",
+            str(threshold),
+            "--publish",
+            free_endpoint(),
+            "--wait-subscribers",
+            "0",
+            "--jsonl",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    verdicts = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(verdicts) == 12 and [v["seq"] for v in verdicts] == list(range(12))
+    assert all(v["camera"] == "basler1" and v["reason"] is None for v in verdicts)
+    ids = [v["frame_id"] for v in verdicts]
+    if trigger == "software":  # OneByOne: every triggered frame, in order, each the emulator's next image
+        assert ids == list(range(12))
+        assert [v["verdict"] for v in verdicts] == [expected[i % 6] for i in range(12)]
+    else:  # LatestImageOnly: the newest frame each time; ids rise, some frames may be skipped
+        assert ids == sorted(set(ids))
+        assert [v["verdict"] for v in verdicts] == [expected[i % 6] for i in ids]
+
+
+class EmulatorFaults(BaslerSource):
+    """The emulated camera with faults injected at given reads: a failed buffer, or the camera closing."""
+
+    def __init__(self, *args, fail_at=(), lose_at=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail_at, self.lose_at, self.reads = set(fail_at), set(lose_at), 0
+
+    def read(self, timeout: float = 1.0):
+        if self.reads in self.fail_at:
+            self._camera.ForceFailedBufferCount.SetValue(1)
+            self._camera.ForceFailedBuffer.Execute()
+        if self.reads in self.lose_at:
+            self.lose_at.discard(self.reads)
+            self._camera.Close()  # as if unplugged: the next grab fails
+        self.reads += 1
+        return super().read(timeout)
+
+
+def run_camera(engine_path: Path, source: BaslerSource, frames: int):
+    from edge.client import VerdictSubscriber
+    from edge.publish import VerdictPublisher
+
+    endpoint = free_endpoint()
+    publisher, subscriber = VerdictPublisher(endpoint, "cam"), VerdictSubscriber(endpoint)
+    assert publisher.wait_subscribers(1, 10)
+    source.open()
+    try:
+        with open_engine(engine_path) as engine:
+            options = PipelineOptions(station="cam", camera=source.uri, max_frames=frames)
+            pipeline = Pipeline(source, engine, publisher, Thresholds(0.5, 0.5, ""), options)
+            pipeline.run()
+        publisher.status({"state": "stopped", "final": True, "health": pipeline.health})
+        messages = []
+        for kind, payload in subscriber.messages(timeout_s=5):
+            messages.append((kind, payload))
+            if payload.get("final"):
+                break
+        return pipeline, messages
+    finally:
+        source.close()
+        subscriber.close()
+        publisher.close(0)
+
+
+def test_incomplete_grabs_become_error_verdicts_with_contiguous_ids(onnx_engine: Path, camera_images: Path) -> None:
+    settings = CameraSettings(64, 64, "rgb8", trigger="software", emulator_images=str(camera_images))
+    source = EmulatorFaults("basler0", 0, None, settings, fail_at={3, 7})
+    pipeline, messages = run_camera(onnx_engine, source, 10)
+    verdicts = [p for k, p in messages if k == "verdict"]
+    assert [v["frame_id"] for v in verdicts] == list(range(10))
+    assert [v["reason"] for v in verdicts].count("grab_incomplete") == 2
+    assert verdicts[3]["verdict"] == verdicts[7]["verdict"] == "error"
+    assert pipeline.counters.frames == pipeline.counters.verdicts == 10
+
+
+def test_a_camera_lost_mid_stream_reconnects_and_every_frame_is_accounted(
+    onnx_engine: Path, camera_images: Path
+) -> None:
+    settings = CameraSettings(64, 64, "rgb8", trigger="software", emulator_images=str(camera_images))
+    source = EmulatorFaults("basler0", 0, None, settings, lose_at={5})
+    pipeline, messages = run_camera(onnx_engine, source, 12)
+    statuses = [p["health"] for k, p in messages if k == "status"]
+    assert "camera_lost" in statuses and statuses[statuses.index("camera_lost") + 1] == "ok"
+    verdicts = [p for k, p in messages if k == "verdict"]
+    assert len(verdicts) == 12 == pipeline.counters.frames == pipeline.counters.verdicts
+    assert pipeline.health == "ok" and all(v["verdict"] in ("pass", "fail") for v in verdicts)
+
+
+def test_settings_the_camera_refuses_are_reported_in_its_words(camera_images: Path) -> None:
+    from edge.sources import SourceError
+
+    source = BaslerSource.from_uri("basler0", CameraSettings(64, 64, "rgb8", exposure_us=-5.0))
+    with pytest.raises(SourceError, match="refused Exposure"):
+        source.open()
+    source.close()
+    with pytest.raises(SourceError, match="no such Basler camera"):
+        BaslerSource.from_uri("basler://does-not-exist", CameraSettings(64, 64)).open()
