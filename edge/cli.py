@@ -161,3 +161,34 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
         shown["escape_at_threshold"] = result["bad"]["escape_at_threshold"]
     print(json.dumps(shown))
     return 0
+
+
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-bench``: engine-only and whole-pipeline latency and throughput."""
+    parser = argparse.ArgumentParser(
+        prog="edge-bench",
+        description="Measure an engine alone (latency p50/p90/p99/max, jitter, throughput per batch size, after "
+        "warm-up) and the whole pipeline (frame captured → verdict received by a subscriber process, per stage). "
+        "Writes bench.json, bench.md and PNG plots to --out.",
+    )
+    parser.add_argument("--engine", required=True, type=Path)
+    parser.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,32")
+    parser.add_argument("--frames", type=int, default=200, help="frames per measurement")
+    parser.add_argument("--no-pipeline", action="store_true", help="engine only")
+    parser.add_argument("--out", type=Path, help="folder for bench.json, bench.md and plots")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="edge-bench: %(message)s")
+    from edge.bench import markdown, run_bench
+
+    try:
+        batches = sorted({int(b) for b in args.batch.split(",")})
+    except ValueError:
+        print(f"edge-bench: error: --batch {args.batch!r}: write sizes like 1,8,32", file=sys.stderr)
+        return 2
+    try:
+        result = run_bench(args.engine, batches, args.frames, not args.no_pipeline, args.out)
+    except (EngineError, SidecarError) as exc:
+        print(f"edge-bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(result))
+    return 0

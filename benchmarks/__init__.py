@@ -1,0 +1,1 @@
+"""Benchmarks: the reference way of running MemSeg against our folded graph, and the floor."""

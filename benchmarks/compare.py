@@ -1,0 +1,167 @@
+"""Compare, on one machine with the same weights and frames: the authors' way of running MemSeg, our folded
+graph on every backend present (ONNX Runtime CPU; torch FP32, and FP16 with CUDA graphs on a GPU), batch 1 and
+batched, and the floor (FLOPs per frame over the machine's measured peak).
+
+    python -m benchmarks.compare --checkpoint memseg.pt --frames 50 --out benchmarks/results/cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.reference_memseg import ReferenceMemSeg
+from edge.bench import machine, percentiles
+from edge.engines import open_engine
+from edge.sidecar import FrameSpec
+from export.checkpoint import load_model
+from export.deploy import DeployedMemSeg
+from export.exporter import export_artefact
+
+
+def timed(run, inputs: list, warmup: int = 3, sync=lambda: None) -> list[float]:
+    for item in inputs[:warmup]:
+        run(item)
+    sync()
+    times = []
+    for item in inputs:
+        started = time.perf_counter()
+        run(item)
+        sync()
+        times.append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def row(name: str, batch: int, times: list[float]) -> dict:
+    stats = percentiles(times)
+    return {
+        "way": name,
+        "batch": batch,
+        **{k: round(v, 3) for k, v in stats.items()},
+        "frames_per_s": round(batch * 1e3 / float(np.mean(times)), 1),
+    }
+
+
+def flops_per_frame(deployed: DeployedMemSeg, frame: FrameSpec) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        deployed(torch.zeros((1, *frame.frame_shape()), dtype=torch.uint8))
+    return float(counter.get_total_flops())
+
+
+def peak_gflops(device: torch.device, dtype: torch.dtype) -> float:
+    n = 2048 if device.type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    started = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    sync()
+    return 5 * 2 * n**3 / (time.perf_counter() - started) / 1e9
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=8, help="the batched measurement's batch size")
+    parser.add_argument("--frame-size", type=int, default=0, help="square RGB frame side (default: model size)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    model, _ = load_model(args.checkpoint)
+    size = args.frame_size or model.config.image_size
+    frame = FrameSpec(size, size, "rgb8", max_batch=args.batch)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (args.frames, size, size, 3), dtype=np.uint8)
+    batches = [frames[i : i + args.batch] for i in range(0, len(frames) - args.batch + 1, args.batch)] or [frames]
+    rows = []
+    cpu = torch.device("cpu")
+    reference = ReferenceMemSeg(load_model(args.checkpoint)[0], cpu)
+    rows.append(row("authors' way, torch CPU", 1, timed(reference, list(frames))))
+    deployed = DeployedMemSeg(model, frame, "fp32").eval()
+    with torch.no_grad():
+        rows.append(
+            row("folded graph, torch CPU FP32", 1, timed(lambda f: deployed(torch.from_numpy(f[None])), list(frames)))
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = Path(tmp) / "memseg.onnx"
+        export_artefact(args.checkpoint, onnx, frame, "fp32")
+        with open_engine(onnx) as engine:
+            rows.append(
+                row("folded graph, ONNX Runtime CPU FP32", 1, timed(lambda f: engine.infer(f[None]), list(frames)))
+            )
+            rows.append(row("folded graph, ONNX Runtime CPU FP32", args.batch, timed(engine.infer, batches)))
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        sync = torch.cuda.synchronize
+        rows.append(
+            row(
+                "authors' way, torch GPU",
+                1,
+                timed(ReferenceMemSeg(load_model(args.checkpoint)[0], gpu), list(frames), sync=sync),
+            )
+        )
+        for precision in ("fp32", "fp16"):
+            graph_module = DeployedMemSeg(model, frame, precision).eval().to(gpu)
+            for batch in (1, args.batch):
+                static = torch.zeros((batch, size, size, 3), dtype=torch.uint8, device=gpu)
+                with torch.no_grad():
+                    for _ in range(3):
+                        graph_module(static)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        outputs = graph_module(static)
+
+                def run(f, static=static, graph=graph, outputs=outputs):
+                    static.copy_(torch.from_numpy(f if f.ndim == 4 else f[None]), non_blocking=True)
+                    graph.replay()
+                    return outputs[0].cpu()
+
+                inputs = list(frames) if batch == 1 else batches
+                rows.append(
+                    row(f"folded graph, torch GPU {precision} + CUDA graph", batch, timed(run, inputs, sync=sync))
+                )
+    flops = flops_per_frame(deployed, frame)
+    peak_cpu = peak_gflops(cpu, torch.float32)
+    floor = {
+        "gflop_per_frame": round(flops / 1e9, 2),
+        "cpu_peak_gflops_fp32": round(peak_cpu, 1),
+        "cpu_floor_ms": round(flops / 1e9 / peak_cpu * 1e3, 2),
+    }
+    if torch.cuda.is_available():
+        peak = peak_gflops(torch.device("cuda"), torch.float16)
+        floor |= {"gpu_peak_gflops_fp16": round(peak, 1), "gpu_floor_ms": round(flops / 1e9 / peak * 1e3, 4)}
+    result = {
+        "machine": machine(),
+        "checkpoint": str(args.checkpoint),
+        "frame": [size, size, 3],
+        "rows": rows,
+        "floor": floor,
+    }
+    lines = ["| way | batch | p50 ms/batch | p99 ms/batch | frames/s |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| {r['way']} | {r['batch']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['frames_per_s']:.1f} |" for r in rows
+    ]
+    text = "\n".join(lines) + f"\n\nfloor: {json.dumps(floor)}\n"
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "compare.json").write_text(json.dumps(result, indent=2))
+        (args.out / "compare.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Benchmarks measure what they say: the reference way computes the same scores as the folded graph, and
+edge-bench reports every stage (no timing assertions: numbers are for the benchmark reports)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.reference_memseg import ReferenceMemSeg
+from edge.bench import run_bench
+from edge.sidecar import FrameSpec
+from export.checkpoint import load_model
+from export.deploy import DeployedMemSeg
+
+
+def test_the_reference_way_computes_what_the_folded_graph_computes(tiny_checkpoint: tuple[Path, dict]) -> None:
+    model, _ = load_model(tiny_checkpoint[0])
+    reference = ReferenceMemSeg(load_model(tiny_checkpoint[0])[0], torch.device("cpu"))
+    folded = DeployedMemSeg(model, FrameSpec(64, 64, "rgb8"))
+    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        scores, maps = folded(torch.from_numpy(frames))
+    for i, frame in enumerate(frames):
+        score, amap = reference(frame)
+        assert abs(score - float(scores[i])) < 1e-4
+        assert np.abs(amap - maps[i, 0].numpy()).max() < 1e-4
+
+
+def test_edge_bench_reports_engine_and_pipeline_stages(onnx_engine: Path, tmp_path: Path) -> None:
+    result = run_bench(onnx_engine, [1, 2, 64], frames=12, pipeline=True, out=tmp_path)
+    assert [r["batch"] for r in result["engine_only"]] == [1, 2]  # 64 exceeds the engine's max batch
+    for r in result["engine_only"]:
+        assert r["latency_ms"]["p50"] > 0 and r["frames_per_s"] > 0
+    stages = result["pipeline"]["stages_ms"]
+    assert result["pipeline"]["frames"] == 12
+    assert {"queue", "infer", "score", "total", "publish_to_subscriber", "capture_to_subscriber"} <= set(stages)
+    assert stages["capture_to_subscriber"]["p50"] >= stages["infer"]["p50"]
+    for name in ("bench.json", "bench.md", "latency_cdf.png", "stages.png"):
+        assert (tmp_path / name).stat().st_size > 0
