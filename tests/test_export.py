@@ -224,3 +224,17 @@ def test_tensorrt_rtx_builds_the_onnx_for_sm86(exported: dict[str, Path], tmp_pa
     layers = log.read_text()
     assert ("HALF" in layers) == (precision == "fp16") or ("Half" in layers) == (precision == "fp16")
     json.dumps(sidecar.to_dict())
+
+
+def test_pt2_program_runs_in_the_torch_engine_and_agrees_with_onnx(
+    tiny_checkpoint: tuple[Path, dict], onnx_engine: Path, tmp_path: Path
+) -> None:
+    """The torch.export artefact for GPUs without TensorRT; run here on the CPU (a GPU run needs a device)."""
+    pt2 = tmp_path / "memseg.pt2"
+    export_artefact(tiny_checkpoint[0], pt2, read_sidecar(onnx_engine).frame, "fp32", "pt2")
+    frames = np.random.default_rng(5).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    with open_engine(pt2) as torch_engine, open_engine(onnx_engine) as onnx_runtime:
+        assert torch_engine.backend == "torch"
+        a, b = torch_engine.infer(frames), onnx_runtime.infer(frames)
+    assert np.abs(a.anomaly_map - b.anomaly_map).max() < 1e-4 and np.abs(a.score - b.score).max() < 1e-5
+    assert read_sidecar(pt2).artefact_format == "pt2"
