@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -20,15 +19,6 @@ RANDOM_INIT_WARNING = (
     "weaker without ImageNet features; pass torchvision's ResNet18 state dict (resnet18-f37072fd.pth) with "
     "--backbone-weights PATH when you have it."
 )
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_resnet18(weights: Path | None) -> nn.Module:

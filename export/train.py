@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from export.backbone import Trunk, file_sha256, load_resnet18
+from edge.sidecar import sha256_file
+from export.backbone import Trunk, load_resnet18
 from export.checkpoint import save_checkpoint
 from export.data import load_good_images
 from export.devices import resolve_device
@@ -143,7 +144,7 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
 
     summary = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-        "backbone_weights_sha256": file_sha256(options.backbone_weights) if options.backbone_weights else None,
+        "backbone_weights_sha256": sha256_file(options.backbone_weights) if options.backbone_weights else None,
         "train_images": len(train_index),
         "memory_images": len(memory_index),
         "loss_first": float(np.mean(losses[: max(1, len(losses) // 10)])),

@@ -14,9 +14,8 @@ pylon = pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (p
 
 from edge.basler import BaslerSource, CameraSettings  # noqa: E402
 from edge.engines import open_engine  # noqa: E402
-from edge.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from edge.scoring import Thresholds, judge  # noqa: E402
-from tests.test_runtime import cli, free_endpoint  # noqa: E402
+from tests.test_runtime import cli, free_endpoint, run_in_process  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -107,36 +106,10 @@ class EmulatorFaults(BaslerSource):
         return super().read(timeout)
 
 
-def run_camera(engine_path: Path, source: BaslerSource, frames: int):
-    from edge.client import VerdictSubscriber
-    from edge.publish import VerdictPublisher
-
-    endpoint = free_endpoint()
-    publisher, subscriber = VerdictPublisher(endpoint, "cam"), VerdictSubscriber(endpoint)
-    assert publisher.wait_subscribers(1, 10)
-    source.open()
-    try:
-        with open_engine(engine_path) as engine:
-            options = PipelineOptions(station="cam", camera=source.uri, max_frames=frames)
-            pipeline = Pipeline(source, engine, publisher, Thresholds(0.5, 0.5, ""), options)
-            pipeline.run()
-        publisher.status({"state": "stopped", "final": True, "health": pipeline.health})
-        messages = []
-        for kind, payload in subscriber.messages(timeout_s=5):
-            messages.append((kind, payload))
-            if payload.get("final"):
-                break
-        return pipeline, messages
-    finally:
-        source.close()
-        subscriber.close()
-        publisher.close(0)
-
-
 def test_incomplete_grabs_become_error_verdicts_with_contiguous_ids(onnx_engine: Path, camera_images: Path) -> None:
     settings = CameraSettings(64, 64, "rgb8", trigger="software", emulator_images=str(camera_images))
     source = EmulatorFaults("basler0", 0, None, settings, fail_at={3, 7})
-    pipeline, messages = run_camera(onnx_engine, source, 10)
+    pipeline, messages = run_in_process(open_engine(onnx_engine), source, free_endpoint(), max_frames=10)
     verdicts = [p for k, p in messages if k == "verdict"]
     assert [v["frame_id"] for v in verdicts] == list(range(10))
     assert [v["reason"] for v in verdicts].count("grab_incomplete") == 2
@@ -149,7 +122,7 @@ def test_a_camera_lost_mid_stream_reconnects_and_every_frame_is_accounted(
 ) -> None:
     settings = CameraSettings(64, 64, "rgb8", trigger="software", emulator_images=str(camera_images))
     source = EmulatorFaults("basler0", 0, None, settings, lose_at={5})
-    pipeline, messages = run_camera(onnx_engine, source, 12)
+    pipeline, messages = run_in_process(open_engine(onnx_engine), source, free_endpoint(), max_frames=12)
     statuses = [p["health"] for k, p in messages if k == "status"]
     assert "camera_lost" in statuses and statuses[statuses.index("camera_lost") + 1] == "ok"
     verdicts = [p for k, p in messages if k == "verdict"]

@@ -148,19 +148,18 @@ class FaultyEngine(Engine):
         return out.score, out.anomaly_map
 
 
-def run_in_process(
-    engine: Engine, folder: Path, endpoint: str, fps: float = 0.0, **options
-) -> tuple[Pipeline, list[tuple[str, dict]]]:
+def run_in_process(engine: Engine, source, endpoint: str, **options) -> tuple[Pipeline, list[tuple[str, dict]]]:
+    """Run ``source`` (a folder path, or an opened-on-demand Source) through the pipeline with a subscriber."""
+    if isinstance(source, Path):
+        source = FolderSource(source, "rgb8", fps=options.pop("fps", 0.0))
     publisher = VerdictPublisher(endpoint, "test")
     subscriber = VerdictSubscriber(endpoint)
     assert publisher.wait_subscribers(1, 10)
-    source = FolderSource(folder, "rgb8", fps=fps)
     source.open()
     try:
         with engine:
-            pipeline = Pipeline(
-                source, engine, publisher, Thresholds(0.5, 0.5, "t"), PipelineOptions(station="test", **options)
-            )
+            thresholds = Thresholds(0.5, 0.5, "t")
+            pipeline = Pipeline(source, engine, publisher, thresholds, PipelineOptions(station="test", **options))
             pipeline.run()
         publisher.status({"state": "stopped", "final": True, "health": pipeline.health})
         messages = []
@@ -170,6 +169,7 @@ def run_in_process(
                 break
         return pipeline, messages
     finally:
+        source.close()
         subscriber.close()
         publisher.close(0)
 
