@@ -86,6 +86,10 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heatmaps", action="store_true", default=None, help="publish PNG heatmaps of rejects")
     parser.add_argument("--heartbeat-s", type=float, help="heartbeat interval (default 1)")
     parser.add_argument("--max-frames", type=int, help="stop after this many captured frames")
+    parser.add_argument(
+        "--verdict-deadline-ms", type=float, help="a frame not judged this long after capture gets error(deadline)"
+    )
+    parser.add_argument("--stall-s", type=float, help="watchdog: seconds without frames or progress → degraded")
     camera = parser.add_argument_group("Basler camera (basler0, basler://SERIAL)")
     camera.add_argument(
         "--trigger",

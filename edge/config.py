@@ -34,6 +34,8 @@ class StationConfig:
     heartbeat_s: float = 1.0
     linger_ms: int = 1000
     max_frames: int | None = None
+    verdict_deadline_ms: float | None = None
+    stall_s: float = 5.0
     # Basler camera settings (basler0, basler://SERIAL)
     trigger: str = "free"
     exposure_us: float | None = None
@@ -68,7 +70,7 @@ class StationConfig:
         for key in ("engine", "camera"):
             if not getattr(config, key):
                 raise ConfigError(f"setting {key!r} is required (flag --{key} or {key} = … in the config)")
-        for key in ("batch_timeout_ms", "queue_size", "wait_timeout", "heartbeat_s", "rejects_max_files"):
+        for key in ("batch_timeout_ms", "queue_size", "wait_timeout", "heartbeat_s", "rejects_max_files", "stall_s"):
             if getattr(config, key) <= 0:
                 raise ConfigError(f"setting {key!r} must be positive, got {getattr(config, key)}")
         return config

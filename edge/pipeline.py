@@ -71,6 +71,8 @@ class PipelineOptions:
     queue_size: int = 8
     heartbeat_s: float = 1.0
     max_frames: int | None = None
+    verdict_deadline_ms: float | None = None  # a frame without a result by then gets error(deadline)
+    stall_s: float = 5.0  # watchdog: a live source silent, or one inference running, this long → degraded
 
 
 @dataclass
@@ -118,8 +120,15 @@ class Pipeline:
         self.drift = drift
         self.counters = Counters()
         self.latencies: list[float] = []
-        self.health = "ok"
         self.stop = threading.Event()
+        self.late_results = 0
+        self._camera_lost = False
+        self._engine_error_at = -1e9
+        self._busy_since: float | None = None  # perf_counter when the running inference started
+        self._last_frame = time.perf_counter()
+        self._in_flight: dict[int, Job] = {}  # captured, not yet published
+        self._expired: set[int] = set()  # published as error(deadline); their results come late
+        self._published_health = "ok"
         self._infer_queue: queue.Queue = queue.Queue(maxsize=options.queue_size)
         self._done_queue: queue.Queue = queue.Queue()
         self._model = f"sha256:{engine.sidecar.sha256}"
@@ -140,6 +149,8 @@ class Pipeline:
                 if frame is None:
                     break
                 job = Job(index, frame, t_queued=time.perf_counter())
+                self._in_flight[index] = job
+                self._last_frame = job.t_queued
                 index += 1
                 self.counters.frames += 1
                 self.counters.last_frame_ns = frame.t_receive_ns
@@ -155,14 +166,14 @@ class Pipeline:
                 self._done_queue.put(job)
         except Exception as exc:  # a source failing mid-run ends the run with a status, never silently
             log.error("capture stopped: %s", exc)
-            self.health = "camera_lost"
+            self._camera_lost = True
         finally:
             self._infer_queue.put(End(index))
 
     def _reconnect(self, exc: Exception) -> None:
         """Report the camera lost, reopen it with backoff (0.5 s doubling to 5 s) until it answers or stop."""
         log.warning("camera lost: %s; reconnecting", exc)
-        self.health = "camera_lost"
+        self._camera_lost = True
         self._done_queue.put(StatusChange({"state": "running", "health": "camera_lost", "reason": str(exc)}))
         delay = 0.5
         while not self.stop.is_set():
@@ -174,7 +185,7 @@ class Pipeline:
                 delay = min(2 * delay, 5.0)
                 continue
             log.info("camera back")
-            self.health = "ok"
+            self._camera_lost = False
             self._done_queue.put(StatusChange({"state": "running", "health": "ok", "reason": "camera reconnected"}))
             return
 
@@ -217,14 +228,15 @@ class Pipeline:
         self._done_queue.put(end)
 
     def _run_batch(self, batch: list[Job]) -> None:
-        started = time.perf_counter()
+        started = self._busy_since = time.perf_counter()
         try:
             result = self.engine.infer(np.stack([job.frame.pixels for job in batch]))
             scores, maps, error, detail = result.score, result.anomaly_map, None, ""
         except Exception as exc:  # any engine failure is a verdict, not a crash
             scores, maps, error, detail = None, None, "engine_error", f"{type(exc).__name__}: {str(exc)[:200]}"
-            self.health = "engine_error"
+            self._engine_error_at = time.perf_counter()
         ended = time.perf_counter()
+        self._busy_since = None
         for i, job in enumerate(batch):
             job.t_infer_start, job.t_infer_end, job.batch = started, ended, len(batch)
             if error is None:
@@ -269,6 +281,7 @@ class Pipeline:
         }
 
     def _emit(self, job: Job) -> None:
+        self._in_flight.pop(job.index, None)
         message = self.publisher.verdict(self._verdict(job))
         counters = self.counters
         counters.verdicts += 1
@@ -288,9 +301,45 @@ class Pipeline:
         for sink in self.sinks:
             sink.write(message, job)
 
+    @property
+    def health(self) -> str:
+        """ok, degraded (capture or inference stalled), camera_lost, or engine_error (in the last 10 s)."""
+        if self._camera_lost:
+            return "camera_lost"
+        if time.perf_counter() - self._engine_error_at < 10.0:
+            return "engine_error"
+        return "degraded" if self.stalled() else "ok"
+
+    def stalled(self) -> str | None:
+        """The watchdog: why the station is not making progress, or None."""
+        now, limit = time.perf_counter(), self.options.stall_s
+        if self.source.live and now - self._last_frame > limit:
+            return f"no frames for {now - self._last_frame:.0f} s"
+        busy = self._busy_since
+        if busy is not None and now - busy > limit:
+            return f"inference running for {now - busy:.0f} s"
+        return None
+
     def heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
-        self.publisher.heartbeat({"health": self.health, "counters": self.counters.to_dict()})
+        health = self.health
+        if health != self._published_health:
+            self._published_health = health
+            reason = self.stalled() if health == "degraded" else None
+            log.warning("health %s%s", health, f": {reason}" if reason else "")
+            self.publisher.status({"state": "running", "health": health, **({"reason": reason} if reason else {})})
+        self.publisher.heartbeat({"health": health, "counters": self.counters.to_dict()})
+
+    def _expire(self, index: int) -> bool:
+        """Publish error(deadline) for the frame at ``index`` if its deadline has passed without a result."""
+        deadline, job = self.options.verdict_deadline_ms, self._in_flight.get(index)
+        if deadline is None or job is None or (time.perf_counter() - job.t_queued) * 1e3 < deadline:
+            return False
+        self._expired.add(index)
+        self._emit(
+            Job(index, job.frame, t_queued=job.t_queued, error="deadline", detail=f"no result in {deadline:.0f} ms")
+        )
+        return True
 
     def run(self) -> Counters:
         """Capture, infer and publish until the source ends (or ``stop``); returns the counters."""
@@ -304,23 +353,29 @@ class Pipeline:
         pending: dict[int, Job] = {}
         next_index, total = 0, None
         next_beat = time.monotonic()
+        deadline = self.options.verdict_deadline_ms
+        wake = min(self.options.heartbeat_s, deadline / 4e3) if deadline else self.options.heartbeat_s
         while total is None or next_index < total:
             if time.monotonic() >= next_beat:
                 self.heartbeat()
                 next_beat = time.monotonic() + self.options.heartbeat_s
             try:
-                item = self._done_queue.get(timeout=max(0.0, next_beat - time.monotonic()))
+                item = self._done_queue.get(timeout=max(0.0, min(wake, next_beat - time.monotonic())))
             except queue.Empty:
-                continue
+                item = None
             if isinstance(item, StatusChange):
                 self.publisher.status(item.payload)
-                continue
-            if isinstance(item, End):
+            elif isinstance(item, End):
                 total = item.total
-            else:
+            elif item is not None and item.index in self._expired:
+                self._expired.discard(item.index)
+                self.late_results += 1
+                log.warning("result for frame %d came after its deadline: discarded", item.frame.frame_id)
+            elif item is not None:
                 pending[item.index] = item
-            while next_index in pending:
-                self._emit(pending.pop(next_index))
+            while next_index in pending or self._expire(next_index):
+                if next_index in pending:
+                    self._emit(pending.pop(next_index))
                 next_index += 1
         for thread in threads:
             thread.join()

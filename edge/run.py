@@ -62,6 +62,8 @@ def run_station(config: StationConfig) -> int:
             queue_size=config.queue_size,
             heartbeat_s=config.heartbeat_s,
             max_frames=config.max_frames,
+            verdict_deadline_ms=config.verdict_deadline_ms,
+            stall_s=config.stall_s,
         )
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration)
         pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)

@@ -364,3 +364,60 @@ def test_files_wait_for_a_slow_engine_instead_of_overrunning(onnx_engine: Path, 
     pipeline, _ = run_in_process(engine, part_folder, free_endpoint(), max_batch=1, queue_size=1)
     assert pipeline.counters.errors["overrun"] == 0
     assert pipeline.counters.frames == pipeline.counters.verdicts == len(list(part_folder.glob("*.png")))
+
+
+def test_a_frame_past_its_deadline_gets_an_error_and_its_late_result_is_dropped(
+    onnx_engine: Path, part_folder: Path
+) -> None:
+    engine = FaultyEngine(open_engine(onnx_engine), delay_s=0.0)
+    engine.slow_call, engine.slow_s = 2, 0.8
+
+    original = engine._infer
+
+    def infer(frames):
+        if engine.calls == engine.slow_call:
+            time.sleep(engine.slow_s)
+        return original(frames)
+
+    engine._infer = infer
+    # A camera at 2 frames/s: frame 2's inference takes 0.8 s, past the 0.6 s deadline; frame 3 waits 0.3 s.
+    pipeline, messages = run_in_process(
+        engine, part_folder, free_endpoint(), fps=2, max_batch=1, verdict_deadline_ms=600, max_frames=6
+    )
+    verdicts = [p for k, p in messages if k == "verdict"]
+    assert [v["seq"] for v in verdicts] == list(range(len(verdicts))) == [v["frame_id"] for v in verdicts]
+    assert verdicts[2]["reason"] == "deadline" and verdicts[2]["verdict"] == "error"
+    assert [v["reason"] for v in verdicts].count("deadline") == 1 and pipeline.late_results == 1
+    assert pipeline.counters.frames == pipeline.counters.verdicts == 6
+
+
+def test_watchdog_marks_a_silent_live_source_degraded(onnx_engine: Path, tmp_path: Path) -> None:
+    from edge.sources import Source
+
+    class Silent(Source):
+        uri, finite, live = "silent://", False, True
+
+        def open(self) -> None: ...
+
+        def close(self) -> None: ...
+
+        def read(self, timeout: float = 1.0):
+            time.sleep(timeout)
+            raise TimeoutError
+
+    endpoint = free_endpoint()
+    publisher, subscriber = VerdictPublisher(endpoint, "w"), VerdictSubscriber(endpoint)
+    assert publisher.wait_subscribers(1, 10)
+    engine = open_engine(onnx_engine)
+    options = PipelineOptions(station="w", heartbeat_s=0.2, stall_s=0.5)
+    with engine:
+        pipeline = Pipeline(Silent(), engine, publisher, Thresholds(0.5, 0.5, "t"), options)
+        import threading
+
+        threading.Timer(2.0, pipeline.stop.set).start()
+        pipeline.run()
+    statuses = [p for k, p in subscriber.messages(timeout_s=1) if k == "status"]
+    subscriber.close()
+    publisher.close(0)
+    assert any(s["health"] == "degraded" and "no frames" in s["reason"] for s in statuses)
+    assert pipeline.counters.verdicts == 0  # never a pass without a frame
