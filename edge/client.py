@@ -50,6 +50,7 @@ class VerdictSubscriber:
             state.run_id, state.expected_seq = payload.get("run_id"), 0
         if kind == "heartbeat":
             state.last_heartbeat = time.monotonic()
+            state.heartbeat_interval_s = float(payload.get("interval_s", state.heartbeat_interval_s))
         elif kind == "verdict":
             seq = int(payload["seq"])
             if seq > state.expected_seq:
@@ -60,9 +61,16 @@ class VerdictSubscriber:
 
     def messages(self, timeout_s: float | None = None) -> Iterator[tuple[str, dict]]:
         """Messages as they arrive; stops after ``timeout_s`` seconds without any."""
-        while True:
-            if not self._socket.poll(None if timeout_s is None else int(timeout_s * 1000)):
-                return
+        while self._socket.poll(None if timeout_s is None else int(timeout_s * 1000)):
+            yield from self._receive()
+
+    def poll(self, timeout_s: float) -> list[tuple[str, dict]]:
+        """Whatever arrives within ``timeout_s`` (possibly nothing): for loops that also check ``link_down``."""
+        return list(self._receive()) if self._socket.poll(int(timeout_s * 1000)) else []
+
+    def _receive(self) -> Iterator[tuple[str, dict]]:
+        """Every message waiting now, tracked."""
+        while self._socket.poll(0):
             parts = self._socket.recv_multipart()
             kind = parts[0].decode(errors="replace").split("/", 1)[0]
             if kind == "heatmap":

@@ -328,7 +328,9 @@ class Pipeline:
             reason = self.stalled() if health == "degraded" else None
             log.warning("health %s%s", health, f": {reason}" if reason else "")
             self.publisher.status({"state": "running", "health": health, **({"reason": reason} if reason else {})})
-        self.publisher.heartbeat({"health": health, "counters": self.counters.to_dict()})
+        self.publisher.heartbeat(
+            {"health": health, "counters": self.counters.to_dict(), "interval_s": self.options.heartbeat_s}
+        )
 
     def _expire(self, index: int) -> bool:
         """Publish error(deadline) for the frame at ``index`` if its deadline has passed without a result."""

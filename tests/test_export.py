@@ -175,7 +175,7 @@ def test_artefacts_that_do_not_belong_are_refused(exported: dict[str, Path], tmp
     truncated.write_bytes(exported["fp32"].read_bytes()[:100_000])
     sidecar = read_sidecar(truncated, verify=False)
     write_sidecar(truncated, sidecar)  # a consistent pair, but a broken model
-    with pytest.raises(EngineError, match="ONNX Runtime cannot load"), open_engine(truncated):
+    with pytest.raises(EngineError, match="not a valid ONNX file|ONNX Runtime cannot load"), open_engine(truncated):
         pass
     other = tmp_path / "other.onnx"
     graph = onnx.helper.make_graph(
@@ -238,3 +238,18 @@ def test_pt2_program_runs_in_the_torch_engine_and_agrees_with_onnx(
         a, b = torch_engine.infer(frames), onnx_runtime.infer(frames)
     assert np.abs(a.anomaly_map - b.anomaly_map).max() < 1e-4 and np.abs(a.score - b.score).max() < 1e-5
     assert read_sidecar(pt2).artefact_format == "pt2"
+
+
+def test_onnx_with_external_data_is_refused(exported: dict[str, Path], tmp_path: Path) -> None:
+    model = onnx.load(str(exported["fp32"]))
+    target = tmp_path / "model" / "external.onnx"
+    target.parent.mkdir()
+    onnx.save(model, str(target), save_as_external_data=True, location="weights.bin", size_threshold=1024)
+    write_sidecar(target, read_sidecar(exported["fp32"]))
+    with pytest.raises(EngineError, match="tensors in external files"), open_engine(target):
+        pass
+    malformed = tmp_path / "malformed.onnx"
+    malformed.write_bytes(b"\x08\x07\x12\xff\xff\xff not a protobuf")
+    write_sidecar(malformed, read_sidecar(exported["fp32"]))
+    with pytest.raises(EngineError, match="not a valid ONNX file|ONNX Runtime cannot load"), open_engine(malformed):
+        pass

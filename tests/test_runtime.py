@@ -421,3 +421,50 @@ def test_watchdog_marks_a_silent_live_source_degraded(onnx_engine: Path, tmp_pat
     publisher.close(0)
     assert any(s["health"] == "degraded" and "no frames" in s["reason"] for s in statuses)
     assert pipeline.counters.verdicts == 0  # never a pass without a frame
+
+
+def test_a_frozen_publisher_is_declared_down_within_three_heartbeats(onnx_engine: Path, part_folder: Path) -> None:
+    endpoint = free_endpoint()
+    subscriber = VerdictSubscriber(endpoint)
+    process = subprocess.Popen(
+        [
+            *cli("run_main"),
+            "--engine",
+            str(onnx_engine),
+            "--camera",
+            f"folder://{part_folder}?loop=1&fps=5",
+            "--publish",
+            endpoint,
+            "--threshold",
+            "0.5",
+            "--heartbeat-s",
+            "0.25",
+            "--wait-subscribers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while subscriber.state.verdicts < 3 and time.monotonic() < deadline:
+            subscriber.poll(0.5)
+        assert subscriber.state.verdicts >= 3 and not subscriber.link_down()
+        process.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        while not subscriber.link_down() and time.monotonic() - frozen < 5:
+            subscriber.poll(0.05)
+        noticed = time.monotonic() - frozen
+        assert subscriber.link_down() and noticed <= 3 * 0.25 + 0.5
+        process.send_signal(signal.SIGCONT)
+        resumed = time.monotonic()
+        while subscriber.link_down() and time.monotonic() - resumed < 5:
+            subscriber.poll(0.05)
+        assert not subscriber.link_down()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        subscriber.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.kill()

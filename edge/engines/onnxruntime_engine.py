@@ -9,6 +9,25 @@ from edge.engines.base import Engine, EngineError
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def refuse_external_data(path) -> None:
+    """Refuse an ONNX whose tensors live in other files: edge-export writes one self-contained file, and data
+    loaded from elsewhere (outside the folder, through a link, of any size) is not covered by the sidecar's hash."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise EngineError("the onnx package is needed to check ONNX artefacts: pip install onnx") from exc
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError and friends for a malformed protobuf
+        raise EngineError(f"{path} is not a valid ONNX file: {str(exc)[:200]}") from exc
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise EngineError(
+            f"{path} keeps {len(external)} tensors in external files ({', '.join(external[:3])}): only "
+            "self-contained ONNX files from edge-export are loaded"
+        )
+
+
 class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
@@ -18,6 +37,7 @@ class OnnxRuntimeEngine(Engine):
         self.session = None
 
     def _activate(self) -> None:
+        refuse_external_data(self.path)
         try:
             import onnxruntime as ort
         except ImportError as exc:
