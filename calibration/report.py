@@ -79,6 +79,11 @@ def _percent(rate: float) -> str:
 def write_report(folder: Path, calibration: dict, good, bad) -> Path:
     """Write PNGs and ``report.md`` into ``folder``; returns the Markdown file."""
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "scores.csv", "w", encoding="utf-8") as handle:
+        handle.write("set,image,score,map_max\n")
+        for name, scored in (("good", good), ("bad", bad)):
+            for path, score, peak in zip(scored.paths, scored.scores, scored.map_maxima, strict=True) if scored else ():
+                handle.write(f"{name},{path},{score:.6f},{peak:.6f}\n")
     _histogram(folder / "scores.png", calibration, good.scores, bad.scores if bad else None)
     rows = [
         (
@@ -107,7 +112,8 @@ def write_report(folder: Path, calibration: dict, good, bad) -> Path:
         "",
         f"- engine sha256: `{calibration['engine_sha256']}`",
         f"- created: {calibration['created']}",
-        f"- good images: {calibration['good_images']} from `{calibration['good_folder']}`",
+        f"- good images: {calibration['good_images']} from `{calibration['good_folder']}`; every score is in "
+        "`scores.csv`",
         "",
         "## Threshold",
         "",

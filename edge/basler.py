@@ -39,6 +39,8 @@ class CameraSettings:
     exposure_us: float | None = None
     gain: float | None = None
     fps: float | None = None  # free-run frame rate, or the pace of software triggers
+    offset_x: int = 0  # where the frame (the engine's size) sits on the sensor
+    offset_y: int = 0
     emulator_images: str | None = None
 
 
@@ -142,7 +144,7 @@ class BaslerSource(Source):
             self._converter.OutputPixelFormat = (
                 pylon.PixelType_RGB8packed if s.pixel_format == "rgb8" else pylon.PixelType_BGR8packed
             )
-        for name, value in (("Width", s.width), ("Height", s.height)):
+        for name, value in (("Width", s.width), ("Height", s.height), ("OffsetX", s.offset_x), ("OffsetY", s.offset_y)):
             self._set([name], value)
         if s.emulator_images:
             self._set(["TestImageSelector"], "Off")

@@ -99,6 +99,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     camera.add_argument("--exposure-us", type=float, help="exposure time in µs")
     camera.add_argument("--gain", type=float, help="gain in the camera's unit (dB or raw)")
     camera.add_argument("--fps", type=float, help="free-run frame rate, or software triggers per second")
+    camera.add_argument("--offset-x", type=int, help="sensor column of the frame's left edge (default 0)")
+    camera.add_argument("--offset-y", type=int, help="sensor row of the frame's top edge (default 0)")
     camera.add_argument("--emulator-images", help="pylon camera emulator only: folder of images to stream")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="edge-run: %(message)s")

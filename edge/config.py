@@ -41,11 +41,13 @@ class StationConfig:
     exposure_us: float | None = None
     gain: float | None = None
     fps: float | None = None
+    offset_x: int = 0
+    offset_y: int = 0
     emulator_images: str | None = None
 
     def camera_settings(self) -> dict:
         """The settings a Basler source applies, besides frame size and pixel format (the engine's)."""
-        keys = ("trigger", "exposure_us", "gain", "fps", "emulator_images")
+        keys = ("trigger", "exposure_us", "gain", "fps", "offset_x", "offset_y", "emulator_images")
         return {key: getattr(self, key) for key in keys}
 
     @classmethod

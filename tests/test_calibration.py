@@ -97,6 +97,8 @@ def test_calibration_holds_on_held_out_images_and_is_written_with_history(
     for name in ("scores.png", "roc_pr.png", "hardest.png"):
         assert cv2.imread(str(tmp_path / "report" / name)) is not None
     assert "Image-score threshold" in (tmp_path / "report" / "report.md").read_text()
+    rows = (tmp_path / "report" / "scores.csv").read_text().splitlines()
+    assert rows[0] == "set,image,score,map_max" and len(rows) == 1 + 80 + 20
     second = calibrate(engine_copy, calibration_sets["good"], None, 0.05)
     sidecar = read_sidecar(engine_copy)
     assert sidecar.calibration["threshold"] == second["threshold"] < first["threshold"]
