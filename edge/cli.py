@@ -90,6 +90,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         "--verdict-deadline-ms", type=float, help="a frame not judged this long after capture gets error(deadline)"
     )
     parser.add_argument("--stall-s", type=float, help="watchdog: seconds without frames or progress → degraded")
+    security = parser.add_argument_group("security (CURVE; see edge-keys)")
+    security.add_argument("--curve-secret", help="the station's secret certificate (NAME.key_secret)")
+    security.add_argument("--curve-allow", help="folder of the public certificates of admitted subscribers")
     camera = parser.add_argument_group("Basler camera (basler0, basler://SERIAL)")
     camera.add_argument(
         "--trigger",
@@ -129,13 +132,42 @@ def listen_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
     parser.add_argument("--jsonl", type=Path, help="write received verdicts as JSON lines")
     parser.add_argument("--quiet", action="store_true", help="only the summary")
+    parser.add_argument("--curve-secret", type=Path, help="this subscriber's secret certificate (CURVE)")
+    parser.add_argument("--curve-server", type=Path, help="the station's public certificate (CURVE)")
     args = parser.parse_args(argv)
     from edge.listen import listen
+    from edge.security import SecurityError
 
+    if (args.curve_secret is None) != (args.curve_server is None):
+        print("edge-listen: error: CURVE needs both --curve-secret and --curve-server", file=sys.stderr)
+        return 2
+    curve = (args.curve_secret, args.curve_server) if args.curve_secret else None
     try:
-        return listen(args.endpoint, args.station, args.count, args.idle_timeout, args.jsonl, args.quiet)
+        return listen(args.endpoint, args.station, args.count, args.idle_timeout, args.jsonl, args.quiet, curve)
+    except SecurityError as exc:
+        print(f"edge-listen: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
+
+
+def keys_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-keys``: make a CURVE key pair."""
+    parser = argparse.ArgumentParser(
+        prog="edge-keys",
+        description="Make a CURVE key pair: NAME.key (public: give it to the other side) and NAME.key_secret (keep "
+        "it; readable by its owner only). The station runs with --curve-secret station.key_secret --curve-allow DIR "
+        "(DIR holds the subscribers' .key files); a subscriber with --curve-secret its.key_secret --curve-server "
+        "station.key.",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="folder for the two files")
+    parser.add_argument("--name", required=True, help="e.g. station or plc1")
+    args = parser.parse_args(argv)
+    from edge.security import make_keys
+
+    public, secret = make_keys(args.out, args.name)
+    print(f"wrote {public} (public) and {secret} (secret)")
+    return 0
 
 
 def calibrate_main(argv: Sequence[str] | None = None) -> int:

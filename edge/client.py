@@ -10,8 +10,11 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zmq
+
+from edge.security import apply_client
 
 
 @dataclass
@@ -30,10 +33,19 @@ class LinkState:
 class VerdictSubscriber:
     """A SUB socket on one publisher; ``messages()`` yields ``(kind, payload)`` and keeps :class:`LinkState`."""
 
-    def __init__(self, endpoint: str, station: str = "", kinds: tuple[str, ...] = ("verdict", "status", "heartbeat")):
+    def __init__(
+        self,
+        endpoint: str,
+        station: str = "",
+        kinds: tuple[str, ...] = ("verdict", "status", "heartbeat"),
+        curve: tuple[Path, Path] | None = None,
+    ):
+        """``curve``: (this client's secret certificate, the station's public certificate) for CURVE."""
         self.endpoint = endpoint
         self._socket = zmq.Context.instance().socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            apply_client(self._socket, *curve)
         for kind in kinds:
             self._socket.setsockopt(zmq.SUBSCRIBE, f"{kind}/{station}".encode())
         self._socket.connect(endpoint)

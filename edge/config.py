@@ -36,6 +36,8 @@ class StationConfig:
     max_frames: int | None = None
     verdict_deadline_ms: float | None = None
     stall_s: float = 5.0
+    curve_secret: str | None = None  # the station's secret certificate (edge-keys)
+    curve_allow: str | None = None  # folder of admitted clients' public certificates
     # Basler camera settings (basler0, basler://SERIAL)
     trigger: str = "free"
     exposure_us: float | None = None
@@ -72,6 +74,8 @@ class StationConfig:
         for key in ("engine", "camera"):
             if not getattr(config, key):
                 raise ConfigError(f"setting {key!r} is required (flag --{key} or {key} = … in the config)")
+        if (config.curve_secret is None) != (config.curve_allow is None):
+            raise ConfigError("CURVE needs both curve_secret and curve_allow (--curve-secret KEY --curve-allow DIR)")
         for key in ("batch_timeout_ms", "queue_size", "wait_timeout", "heartbeat_s", "rejects_max_files", "stall_s"):
             if getattr(config, key) <= 0:
                 raise ConfigError(f"setting {key!r} must be positive, got {getattr(config, key)}")

@@ -30,10 +30,11 @@ def listen(
     idle_timeout: float | None = None,
     jsonl: Path | None = None,
     quiet: bool = False,
+    curve: tuple[Path, Path] | None = None,
 ) -> int:
     """Receive until a stop condition; print the summary. Returns 0, or 1 if verdicts went missing."""
     signal.signal(signal.SIGTERM, _interrupt)
-    subscriber = VerdictSubscriber(endpoint, station)
+    subscriber = VerdictSubscriber(endpoint, station, curve=curve)
     verdicts: Counter = Counter()
     out = open(jsonl, "w", encoding="utf-8") if jsonl else None  # noqa: SIM115
     final = None

@@ -18,6 +18,8 @@ import uuid
 
 import zmq
 
+from edge.security import CurveServer, SecurityError
+
 SCHEMA = 1
 
 
@@ -32,7 +34,14 @@ def topic(kind: str, station: str) -> bytes:
 class VerdictPublisher:
     """Owns the XPUB socket (ZeroMQ sockets belong to one thread: the pipeline's publishing thread)."""
 
-    def __init__(self, endpoint: str, station: str, high_water_mark: int = 10000, linger_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        station: str,
+        high_water_mark: int = 10000,
+        linger_ms: int = 1000,
+        curve: CurveServer | None = None,
+    ) -> None:
         self.endpoint, self.station = endpoint, station
         self.run_id = uuid.uuid4().hex[:12]
         self.seq = 0
@@ -42,10 +51,17 @@ class VerdictPublisher:
         self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
         self._socket.setsockopt(zmq.LINGER, linger_ms)
+        self._authenticator = None
+        try:
+            if curve is not None:
+                self._authenticator = curve.apply(self._socket)
+        except SecurityError as exc:
+            self._socket.close(0)
+            raise PublishError(str(exc)) from exc
         try:
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
-            self._socket.close(0)
+            self.close(0)
             hint = " (another edge-run on that port?)" if exc.errno == zmq.EADDRINUSE else ""
             raise PublishError(f"cannot publish on {endpoint}: {exc.strerror}{hint}") from exc
         self._verdict_topic = topic("verdict", station)
@@ -102,6 +118,9 @@ class VerdictPublisher:
     def close(self, linger_ms: int | None = None) -> None:
         """Close, waiting at most ``linger_ms`` for queued messages to leave."""
         self._socket.close(linger_ms)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
 
 
 def iso_time(ns: int) -> str:

@@ -19,6 +19,7 @@ from edge.engines import EngineError, open_engine
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher
 from edge.scoring import ThresholdError, Thresholds
+from edge.security import CurveServer
 from edge.sinks import JsonlSink, RejectStore
 from edge.sources import SourceError, open_source
 
@@ -40,8 +41,9 @@ def run_station(config: StationConfig) -> int:
     except (EngineError, ThresholdError, SourceError) as exc:
         raise RunError(str(exc)) from exc
     max_batch = min(config.max_batch or engine.frame.max_batch, engine.frame.max_batch)
+    curve = CurveServer(Path(config.curve_secret), Path(config.curve_allow)) if config.curve_secret else None
     try:
-        publisher = VerdictPublisher(config.publish, config.station, linger_ms=config.linger_ms)
+        publisher = VerdictPublisher(config.publish, config.station, linger_ms=config.linger_ms, curve=curve)
     except PublishError as exc:
         raise RunError(str(exc)) from exc
     sinks: list = []
