@@ -36,6 +36,7 @@ class StationConfig:
     max_frames: int | None = None
     verdict_deadline_ms: float | None = None
     stall_s: float = 5.0
+    snapshot: str | None = None  # REQ/REP endpoint for late joiners, e.g. tcp://*:5557
     curve_secret: str | None = None  # the station's secret certificate (edge-keys)
     curve_allow: str | None = None  # folder of admitted clients' public certificates
     # Basler camera settings (basler0, basler://SERIAL)

@@ -116,7 +116,7 @@ class Pipeline:
     ) -> None:
         self.source, self.engine, self.publisher = source, engine, publisher
         self.thresholds, self.options = thresholds, options
-        self.sinks = sinks or []  # each has .write(verdict: dict, job: Job)
+        self.sinks = sinks if sinks is not None else []  # each has .write(verdict: dict, job: Job)
         self.drift = drift
         self.counters = Counters()
         self.latencies: list[float] = []
@@ -129,6 +129,7 @@ class Pipeline:
         self._in_flight: dict[int, Job] = {}  # captured, not yet published
         self._expired: set[int] = set()  # published as error(deadline); their results come late
         self._published_health = "ok"
+        self.on_heartbeat = None  # called with the health after each heartbeat (the service watchdog)
         self._infer_queue: queue.Queue = queue.Queue(maxsize=options.queue_size)
         self._done_queue: queue.Queue = queue.Queue()
         self._model = f"sha256:{engine.sidecar.sha256}"
@@ -315,10 +316,14 @@ class Pipeline:
         now, limit = time.perf_counter(), self.options.stall_s
         if self.source.live and now - self._last_frame > limit:
             return f"no frames for {now - self._last_frame:.0f} s"
-        busy = self._busy_since
-        if busy is not None and now - busy > limit:
-            return f"inference running for {now - busy:.0f} s"
+        if self.inference_hung():
+            return f"inference running for {now - self._busy_since:.0f} s"
         return None
+
+    def inference_hung(self) -> bool:
+        """One inference has run longer than the stall limit."""
+        busy = self._busy_since
+        return busy is not None and time.perf_counter() - busy > self.options.stall_s
 
     def heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
@@ -331,6 +336,8 @@ class Pipeline:
         self.publisher.heartbeat(
             {"health": health, "counters": self.counters.to_dict(), "interval_s": self.options.heartbeat_s}
         )
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(health)
 
     def _expire(self, index: int) -> bool:
         """Publish error(deadline) for the frame at ``index`` if its deadline has passed without a result."""

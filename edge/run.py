@@ -21,7 +21,9 @@ from edge.publish import PublishError, VerdictPublisher
 from edge.scoring import ThresholdError, Thresholds
 from edge.security import CurveServer
 from edge.sinks import JsonlSink, RejectStore
+from edge.snapshot import SnapshotError, SnapshotServer
 from edge.sources import SourceError, open_source
+from edge.systemd import notify
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,16 @@ def run_station(config: StationConfig) -> int:
         )
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration)
         pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)
+        if config.snapshot:
+            status = lambda: {  # noqa: E731
+                "station": config.station,
+                "run_id": publisher.run_id,
+                "health": pipeline.health,
+                "last_seq": publisher.seq - 1,
+                "counters": pipeline.counters.to_dict(),
+            }
+            snapshot = SnapshotServer(config.snapshot, status, curve=curve)
+            sinks.append(snapshot)
         log.info(
             "%s: %s (%s, %s) on %s, threshold %.4f (%s), publishing on %s",
             config.station,
@@ -85,6 +97,9 @@ def run_station(config: StationConfig) -> int:
             log.info("waiting up to %.0f s for %d subscriber(s)", config.wait_timeout, waiting)
             if not publisher.wait_subscribers(waiting, config.wait_timeout):
                 log.warning("only %d subscriber(s) after %.0f s: starting anyway", publisher.subscribers, waiting)
+        # The service watchdog is fed while the station makes progress; a hung inference stops feeding it.
+        pipeline.on_heartbeat = lambda health: None if pipeline.inference_hung() else notify("WATCHDOG=1")
+        notify(f"READY=1\nSTATUS={config.station}: {engine.path.name} on {config.camera}")
         previous = {s: signal.signal(s, lambda *_: pipeline.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
         started = time.perf_counter()
         try:
@@ -93,6 +108,7 @@ def run_station(config: StationConfig) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         seconds = time.perf_counter() - started
+        notify("STOPPING=1")
         summary = {**counters.to_dict(), "seconds": round(seconds, 2), "latency_ms": pipeline.latency_summary()}
         publisher.status({"state": "stopped", "final": True, "health": pipeline.health, "counters": summary})
         log.info(
@@ -108,6 +124,8 @@ def run_station(config: StationConfig) -> int:
             summary["latency_ms"].get("p99"),
         )
         return 0
+    except SnapshotError as exc:
+        raise RunError(str(exc)) from exc
     except (EngineError, SourceError) as exc:
         publisher.status({"state": "stopped", "final": True, "health": "engine_error", "reason": str(exc)})
         raise RunError(str(exc)) from exc

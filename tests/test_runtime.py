@@ -468,3 +468,97 @@ def test_a_frozen_publisher_is_declared_down_within_three_heartbeats(onnx_engine
         if process.poll() is None:
             process.send_signal(signal.SIGCONT)
             process.kill()
+
+
+def test_systemd_hears_ready_watchdog_and_stopping(onnx_engine: Path, part_folder: Path, tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(0.5)
+    try:
+        result = subprocess.run(
+            [
+                *cli("run_main"),
+                "--engine",
+                str(onnx_engine),
+                "--camera",
+                f"folder://{part_folder}",
+                "--threshold",
+                "0.5",
+                "--publish",
+                free_endpoint(),
+                "--wait-subscribers",
+                "0",
+                "--heartbeat-s",
+                "0.2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "NOTIFY_SOCKET": address},
+        )
+        assert result.returncode == 0, result.stderr
+        messages = []
+        while True:
+            try:
+                messages.append(sock.recv(4096).decode())
+            except TimeoutError:
+                break
+    finally:
+        sock.close()
+    assert messages[0].startswith("READY=1") and "WATCHDOG=1" in messages and messages[-1] == "STOPPING=1"
+
+
+def test_a_late_joiner_gets_status_and_the_last_verdicts_then_follows_seq(onnx_engine: Path, part_folder: Path) -> None:
+    import zmq
+
+    endpoint, snapshot_endpoint = free_endpoint(), free_endpoint()
+    process = subprocess.Popen(
+        [
+            *cli("run_main"),
+            "--engine",
+            str(onnx_engine),
+            "--camera",
+            f"folder://{part_folder}?loop=1&fps=10",
+            "--publish",
+            endpoint,
+            "--snapshot",
+            snapshot_endpoint,
+            "--threshold",
+            "0.5",
+            "--wait-subscribers",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    request = zmq.Context.instance().socket(zmq.REQ)
+    request.setsockopt(zmq.LINGER, 0)
+    request.connect(snapshot_endpoint)
+    subscriber = None
+    try:
+        time.sleep(3)  # the station has been running a while: this subscriber joins late
+        subscriber = VerdictSubscriber(endpoint)
+        deadline = time.monotonic() + 20
+        seen = []  # the protocol: subscribe first, then ask for the snapshot, then drop what it already holds
+        while not seen and time.monotonic() < deadline:
+            seen = [p["seq"] for k, p in subscriber.poll(0.2) if k == "verdict"]
+        request.send(b'{"last": 5}')
+        assert request.poll(10000)
+        snapshot = json.loads(request.recv())
+        assert snapshot["status"]["health"] in ("ok", "degraded") and len(snapshot["verdicts"]) == 5
+        last = snapshot["verdicts"][-1]["seq"]
+        assert [v["seq"] for v in snapshot["verdicts"]] == list(range(last - 4, last + 1))
+        assert seen[0] > 0  # it missed the start: the snapshot is what tells it about earlier parts
+        followed = [q for q in seen if q > last]
+        while len(followed) < 3 and time.monotonic() < deadline:
+            followed += [p["seq"] for k, p in subscriber.poll(0.2) if k == "verdict" and p["seq"] > last]
+        assert followed[:3] == [last + 1, last + 2, last + 3]  # no gap between snapshot and stream
+        request.send(b"not json")
+        assert request.poll(10000) and "error" in json.loads(request.recv())
+    finally:
+        request.close()
+        if subscriber is not None:
+            subscriber.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
