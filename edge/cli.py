@@ -85,6 +85,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rejects-max-mb", type=float)
     parser.add_argument("--heatmaps", action="store_true", default=None, help="publish PNG heatmaps of rejects")
     parser.add_argument("--heartbeat-s", type=float, help="heartbeat interval (default 1)")
+    parser.add_argument("--linger-ms", type=int, help="longest wait for unsent messages at exit (default 1000)")
     parser.add_argument("--max-frames", type=int, help="stop after this many captured frames")
     parser.add_argument("--snapshot", help="REQ/REP endpoint for late joiners' status and last verdicts")
     parser.add_argument(

@@ -562,3 +562,72 @@ def test_a_late_joiner_gets_status_and_the_last_verdicts_then_follows_seq(onnx_e
             subscriber.close()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+
+
+def test_a_stalled_subscriber_never_blocks_the_publisher_and_the_gap_is_exact() -> None:
+    import zmq
+
+    endpoint = free_endpoint()
+    publisher = VerdictPublisher(endpoint, "hwm", high_water_mark=20)
+    subscriber = VerdictSubscriber(endpoint, kinds=("verdict",))
+    subscriber._socket.setsockopt(zmq.RCVHWM, 20)
+    try:
+        assert publisher.wait_subscribers(1, 10)
+        started = time.perf_counter()
+        for i in range(5000):
+            publisher.verdict({"frame_id": i, "verdict": "pass"})
+        assert time.perf_counter() - started < 5  # never blocked on the subscriber that does not read
+        seqs = [p["seq"] for k, p in subscriber.messages(timeout_s=1)]
+        assert 0 < len(seqs) < 5000
+        state = subscriber.state
+        assert state.missing == seqs[-1] + 1 - len(seqs) and state.gaps  # every lost verdict is counted
+    finally:
+        subscriber.close()
+        publisher.close(0)
+
+
+def test_sigterm_with_an_unreachable_subscriber_exits_within_the_linger(onnx_engine: Path, part_folder: Path) -> None:
+    endpoint = free_endpoint()
+    frozen = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, zmq; s = zmq.Context().socket(zmq.SUB); "
+            "s.setsockopt(zmq.SUBSCRIBE, b''); s.setsockopt(zmq.RCVHWM, 1); s.connect(sys.argv[1]); time.sleep(120)",
+            endpoint,
+        ],
+    )
+    station = subprocess.Popen(
+        [
+            *cli("run_main"),
+            "--engine",
+            str(onnx_engine),
+            "--camera",
+            f"folder://{part_folder}?loop=1&fps=20",
+            "--publish",
+            endpoint,
+            "--threshold",
+            "0.5",
+            "--wait-subscribers",
+            "1",
+            "--linger-ms",
+            "500",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+        frozen.send_signal(signal.SIGSTOP)  # connected, subscribed, and now unreachable
+        time.sleep(1)
+        stopped = time.monotonic()
+        station.send_signal(signal.SIGTERM)
+        assert station.wait(timeout=20) == 0
+        assert time.monotonic() - stopped < 5
+        assert "frames →" in station.stderr.read()
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        frozen.kill()
+        if station.poll() is None:
+            station.kill()
