@@ -50,7 +50,13 @@ def run_station(config: StationConfig) -> int:
         raise RunError(str(exc)) from exc
     sinks: list = []
     try:
-        source.open()
+        try:
+            source.open()
+        except SourceError as exc:
+            if not source.live:
+                raise
+            # A camera absent at start is the same as one lost: the station runs, says camera_lost, and retries.
+            log.warning("%s; starting without it and retrying", exc)
         engine.activate()
         engine.infer(np.zeros((max_batch, *engine.frame.frame_shape()), np.uint8))  # warm-up, and proof it runs
         if config.jsonl:

@@ -4,7 +4,9 @@ free-run streams judged one verdict per frame, incomplete grabs, and a camera lo
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -139,3 +141,42 @@ def test_settings_the_camera_refuses_are_reported_in_its_words(camera_images: Pa
     source.close()
     with pytest.raises(SourceError, match="no such Basler camera"):
         BaslerSource.from_uri("basler://does-not-exist", CameraSettings(64, 64)).open()
+
+
+def test_no_camera_at_start_is_reported_and_never_passes(onnx_engine: Path) -> None:
+    from edge.client import VerdictSubscriber
+
+    endpoint = free_endpoint()
+    subscriber = VerdictSubscriber(endpoint)
+    process = subprocess.Popen(
+        [
+            *cli("run_main"),
+            "--engine",
+            str(onnx_engine),
+            "--camera",
+            "basler://0815-9999",
+            "--threshold",
+            "0.5",
+            "--publish",
+            endpoint,
+            "--wait-subscribers",
+            "0",
+            "--heartbeat-s",
+            "0.2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        kinds = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len([k for k in kinds if k[0] == "heartbeat"]) < 5:
+            kinds += [(k, p.get("health")) for k, p in subscriber.poll(0.2)]
+        assert ("status", "camera_lost") in kinds and ("heartbeat", "camera_lost") in kinds
+        assert not any(k == "verdict" for k, _ in kinds)
+    finally:
+        subscriber.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert "no such Basler camera" in process.stderr.read()
