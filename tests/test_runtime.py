@@ -148,7 +148,9 @@ class FaultyEngine(Engine):
         return out.score, out.anomaly_map
 
 
-def run_in_process(engine: Engine, source, endpoint: str, **options) -> tuple[Pipeline, list[tuple[str, dict]]]:
+def run_in_process(
+    engine: Engine, source, endpoint: str, sinks: list | None = None, threshold: float = 0.5, **options
+) -> tuple[Pipeline, list[tuple[str, dict]]]:
     """Run ``source`` (a folder path, or an opened-on-demand Source) through the pipeline with a subscriber."""
     if isinstance(source, Path):
         source = FolderSource(source, "rgb8", fps=options.pop("fps", 0.0))
@@ -158,8 +160,9 @@ def run_in_process(engine: Engine, source, endpoint: str, **options) -> tuple[Pi
     source.open()
     try:
         with engine:
-            thresholds = Thresholds(0.5, 0.5, "t")
-            pipeline = Pipeline(source, engine, publisher, thresholds, PipelineOptions(station="test", **options))
+            thresholds = Thresholds(threshold, threshold, "t")
+            options = PipelineOptions(station="test", **options)
+            pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks)
             pipeline.run()
         publisher.status({"state": "stopped", "final": True, "health": pipeline.health})
         messages = []
@@ -631,3 +634,18 @@ def test_sigterm_with_an_unreachable_subscriber_exits_within_the_linger(onnx_eng
         frozen.kill()
         if station.poll() is None:
             station.kill()
+
+
+def test_a_broken_reject_folder_never_touches_the_verdicts(
+    onnx_engine: Path, part_folder: Path, tmp_path: Path
+) -> None:
+    store = RejectStore(tmp_path / "rejects", FrameSpec(64, 64, "rgb8"), max_files=100)
+    shutil.rmtree(tmp_path / "rejects")
+    (tmp_path / "rejects").write_text("a file where the folder was: every write fails")
+    engine = open_engine(onnx_engine)
+    pipeline, messages = run_in_process(engine, part_folder, free_endpoint(), [store], threshold=0.0, queue_size=64)
+    store.close()
+    verdicts = [p for k, p in messages if k == "verdict"]
+    failed = sum(v["verdict"] == "fail" for v in verdicts)
+    assert len(verdicts) == pipeline.counters.frames == len(list(part_folder.glob("*.png")))
+    assert failed > 0 and store.saved == 0 and store.failed + store.dropped == failed
