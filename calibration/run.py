@@ -18,7 +18,7 @@ from calibration.thresholds import (
     pixel_threshold,
     with_bad_images,
 )
-from edge.engines import Engine, EngineError, open_engine
+from edge.engines import Engine, open_engine
 from edge.frames import camera_frame
 from edge.sidecar import read_sidecar, write_sidecar
 
@@ -130,6 +130,3 @@ def calibrate(
     write_sidecar(engine.path, sidecar)
     log.info("threshold %.4f for %.3g false rejects written to %s", threshold, target, engine.path.name + ".json")
     return result
-
-
-__all__ = ["calibrate", "CalibrationError", "EngineError"]

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,7 +119,7 @@ class Pipeline:
         self.sinks = sinks if sinks is not None else []  # each has .write(verdict: dict, job: Job)
         self.drift = drift
         self.counters = Counters()
-        self.latencies: list[float] = []
+        self.latencies: deque[float] = deque(maxlen=10000)  # the last 10,000 frames: bounded for months of running
         self.stop = threading.Event()
         self.late_results = 0
         self._camera_lost = False
@@ -392,7 +392,7 @@ class Pipeline:
         return self.counters
 
     def latency_summary(self) -> dict:
-        """p50/p99/max of receive → verdict published, in ms."""
+        """p50/p99/max of receive → verdict published over the last 10,000 frames, in ms."""
         if not self.latencies:
             return {}
         values = np.asarray(self.latencies)

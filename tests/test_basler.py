@@ -17,7 +17,7 @@ pylon = pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (p
 from edge.basler import BaslerSource, CameraSettings  # noqa: E402
 from edge.engines import open_engine  # noqa: E402
 from edge.scoring import Thresholds, judge  # noqa: E402
-from tests.test_runtime import cli, free_endpoint, run_in_process  # noqa: E402
+from tests.test_runtime import free_endpoint, run_in_process, station  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +50,10 @@ def test_emulated_camera_stream_gets_one_verdict_per_frame(
     expected = expected_verdicts(onnx_engine, camera_images, threshold)
     out = tmp_path / "verdicts.jsonl"
     result = subprocess.run(
-        [
-            *cli("run_main"),
-            "--engine",
+        station(
             str(onnx_engine),
-            "--camera",
             "basler1",
+            free_endpoint(),
             "--trigger",
             trigger,
             "--emulator-images",
@@ -66,13 +64,11 @@ def test_emulated_camera_stream_gets_one_verdict_per_frame(
             "12",
             "--threshold",
             str(threshold),
-            "--publish",
-            free_endpoint(),
             "--wait-subscribers",
             "0",
             "--jsonl",
             str(out),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -149,21 +145,17 @@ def test_no_camera_at_start_is_reported_and_never_passes(onnx_engine: Path) -> N
     endpoint = free_endpoint()
     subscriber = VerdictSubscriber(endpoint)
     process = subprocess.Popen(
-        [
-            *cli("run_main"),
-            "--engine",
+        station(
             str(onnx_engine),
-            "--camera",
             "basler://0815-9999",
+            endpoint,
             "--threshold",
             "0.5",
-            "--publish",
-            endpoint,
             "--wait-subscribers",
             "0",
             "--heartbeat-s",
             "0.2",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -41,6 +41,11 @@ def cli(name: str) -> list[str]:
     return [sys.executable, "-c", f"import sys; from edge.cli import {name} as m; sys.exit(m(sys.argv[1:]))"]
 
 
+def station(engine: Path, camera: str, endpoint: str, *extra: str) -> list[str]:
+    """The ``edge-run`` command line for a test station."""
+    return [*cli("run_main"), "--engine", str(engine), "--camera", camera, "--publish", endpoint, *extra]
+
+
 @pytest.fixture(scope="module")
 def part_folder(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real test images in capture order, plus an unreadable file and a frame of the wrong size."""
@@ -84,13 +89,9 @@ def test_folder_to_subscriber_process_one_verdict_per_image(
         [*cli("listen_main"), endpoint, "--jsonl", str(received), "--quiet"], stdout=subprocess.PIPE, text=True
     )
     run = subprocess.run(
-        [
-            *cli("run_main"),
-            "--engine",
+        station(
             str(onnx_engine),
-            "--camera",
             f"folder://{part_folder}",
-            "--publish",
             endpoint,
             "--threshold",
             str(threshold),
@@ -98,7 +99,7 @@ def test_folder_to_subscriber_process_one_verdict_per_image(
             "line1",
             "--wait-timeout",
             "30",
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -300,16 +301,7 @@ def test_bad_setups_are_refused_with_one_line(case: str, onnx_engine: Path, part
         args += ["--threshold", "0.5"]
     try:
         result = subprocess.run(
-            [
-                *cli("run_main"),
-                "--engine",
-                str(engine),
-                "--camera",
-                f"folder://{part_folder}",
-                "--publish",
-                endpoint,
-                *args,
-            ],
+            station(str(engine), f"folder://{part_folder}", endpoint, *args),
             capture_output=True,
             text=True,
             timeout=60,
@@ -325,19 +317,15 @@ def test_sigterm_drains_and_publishes_a_final_status(onnx_engine: Path, part_fol
     endpoint = free_endpoint()
     subscriber = VerdictSubscriber(endpoint)
     process = subprocess.Popen(
-        [
-            *cli("run_main"),
-            "--engine",
+        station(
             str(onnx_engine),
-            "--camera",
             f"folder://{part_folder}?loop=1",
-            "--publish",
             endpoint,
             "--threshold",
             "0.5",
             "--wait-subscribers",
             "1",
-        ],
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -430,13 +418,9 @@ def test_a_frozen_publisher_is_declared_down_within_three_heartbeats(onnx_engine
     endpoint = free_endpoint()
     subscriber = VerdictSubscriber(endpoint)
     process = subprocess.Popen(
-        [
-            *cli("run_main"),
-            "--engine",
+        station(
             str(onnx_engine),
-            "--camera",
             f"folder://{part_folder}?loop=1&fps=5",
-            "--publish",
             endpoint,
             "--threshold",
             "0.5",
@@ -444,7 +428,7 @@ def test_a_frozen_publisher_is_declared_down_within_three_heartbeats(onnx_engine
             "0.25",
             "--wait-subscribers",
             "1",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -480,21 +464,17 @@ def test_systemd_hears_ready_watchdog_and_stopping(onnx_engine: Path, part_folde
     sock.settimeout(0.5)
     try:
         result = subprocess.run(
-            [
-                *cli("run_main"),
-                "--engine",
+            station(
                 str(onnx_engine),
-                "--camera",
                 f"folder://{part_folder}",
+                free_endpoint(),
                 "--threshold",
                 "0.5",
-                "--publish",
-                free_endpoint(),
                 "--wait-subscribers",
                 "0",
                 "--heartbeat-s",
                 "0.2",
-            ],
+            ),
             capture_output=True,
             text=True,
             timeout=120,
@@ -517,13 +497,9 @@ def test_a_late_joiner_gets_status_and_the_last_verdicts_then_follows_seq(onnx_e
 
     endpoint, snapshot_endpoint = free_endpoint(), free_endpoint()
     process = subprocess.Popen(
-        [
-            *cli("run_main"),
-            "--engine",
+        station(
             str(onnx_engine),
-            "--camera",
             f"folder://{part_folder}?loop=1&fps=10",
-            "--publish",
             endpoint,
             "--snapshot",
             snapshot_endpoint,
@@ -531,7 +507,7 @@ def test_a_late_joiner_gets_status_and_the_last_verdicts_then_follows_seq(onnx_e
             "0.5",
             "--wait-subscribers",
             "0",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -600,14 +576,10 @@ def test_sigterm_with_an_unreachable_subscriber_exits_within_the_linger(onnx_eng
             endpoint,
         ],
     )
-    station = subprocess.Popen(
-        [
-            *cli("run_main"),
-            "--engine",
+    running = subprocess.Popen(
+        station(
             str(onnx_engine),
-            "--camera",
             f"folder://{part_folder}?loop=1&fps=20",
-            "--publish",
             endpoint,
             "--threshold",
             "0.5",
@@ -615,7 +587,7 @@ def test_sigterm_with_an_unreachable_subscriber_exits_within_the_linger(onnx_eng
             "1",
             "--linger-ms",
             "500",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -625,15 +597,15 @@ def test_sigterm_with_an_unreachable_subscriber_exits_within_the_linger(onnx_eng
         frozen.send_signal(signal.SIGSTOP)  # connected, subscribed, and now unreachable
         time.sleep(1)
         stopped = time.monotonic()
-        station.send_signal(signal.SIGTERM)
-        assert station.wait(timeout=20) == 0
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=20) == 0
         assert time.monotonic() - stopped < 5
-        assert "frames →" in station.stderr.read()
+        assert "frames →" in running.stderr.read()
     finally:
         frozen.send_signal(signal.SIGCONT)
         frozen.kill()
-        if station.poll() is None:
-            station.kill()
+        if running.poll() is None:
+            running.kill()
 
 
 def test_a_broken_reject_folder_never_touches_the_verdicts(
