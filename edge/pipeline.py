@@ -21,6 +21,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from edge.drift import DriftMonitor
@@ -72,6 +73,7 @@ class PipelineOptions:
     heartbeat_s: float = 1.0
     max_frames: int | None = None
     verdict_deadline_ms: float | None = None  # a frame without a result by then gets error(deadline)
+    heatmaps: bool = False  # publish a PNG of the anomaly map of every rejected frame on heatmap/<station>
     stall_s: float = 5.0  # watchdog: a live source silent, or one inference running, this long → degraded
 
 
@@ -299,6 +301,11 @@ class Pipeline:
             counters.errors[message["reason"]] += 1
         if message["latency_ms"]["total"] is not None:
             self.latencies.append(message["latency_ms"]["total"])
+        if self.options.heatmaps and message["verdict"] == "fail":
+            grey = (np.clip(job.anomaly_map.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+            ok, png = cv2.imencode(".png", grey)
+            if ok:
+                self.publisher.heatmap(message["seq"], png.tobytes())
         for sink in self.sinks:
             sink.write(message, job)
 

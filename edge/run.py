@@ -73,6 +73,7 @@ def run_station(config: StationConfig) -> int:
             heartbeat_s=config.heartbeat_s,
             max_frames=config.max_frames,
             verdict_deadline_ms=config.verdict_deadline_ms,
+            heatmaps=config.heatmaps,
             stall_s=config.stall_s,
         )
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration)

@@ -621,3 +621,25 @@ def test_a_broken_reject_folder_never_touches_the_verdicts(
     failed = sum(v["verdict"] == "fail" for v in verdicts)
     assert len(verdicts) == pipeline.counters.frames == len(list(part_folder.glob("*.png")))
     assert failed > 0 and store.saved == 0 and store.failed + store.dropped == failed
+
+
+def test_rejected_frames_heatmaps_are_published_as_png(onnx_engine: Path, part_folder: Path) -> None:
+    import zmq
+
+    endpoint = free_endpoint()
+    heatmaps = zmq.Context.instance().socket(zmq.SUB)
+    heatmaps.setsockopt(zmq.SUBSCRIBE, b"heatmap/")
+    heatmaps.connect(endpoint)
+    try:
+        pipeline, messages = run_in_process(
+            open_engine(onnx_engine), part_folder, endpoint, threshold=0.0, heatmaps=True
+        )
+        failed = {p["seq"] for k, p in messages if k == "verdict" and p["verdict"] == "fail"}
+        received = {}
+        while heatmaps.poll(500):
+            topic, seq, png = heatmaps.recv_multipart()
+            received[int(seq)] = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    finally:
+        heatmaps.close(0)
+    assert failed and set(received) == failed
+    assert all(image.shape == (64, 64) for image in received.values())
