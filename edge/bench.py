@@ -79,9 +79,12 @@ def _free_endpoint() -> str:
         return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
-def bench_pipeline(engine_path: Path, frames: int, batch: int, fps: float = 0.0, endpoint: str | None = None) -> dict:
+def bench_pipeline(
+    engine_path: Path, frames: int, batch: int, fps: float = 0.0, endpoint: str | None = None, camera: str | None = None
+) -> dict:
     """The real pipeline with a subscriber process: at full rate (``fps`` 0: files as fast as the line takes
-    them, for throughput) or paced like a camera at ``fps`` (for latency); per stage and end to end."""
+    them, for throughput) or paced like a camera at ``fps`` (for latency); per stage and end to end. With
+    ``camera`` (a source URI such as ``basler0``) the frames come from that source at its own pace instead."""
     from edge.config import StationConfig
     from edge.run import run_station
 
@@ -97,7 +100,7 @@ def bench_pipeline(engine_path: Path, frames: int, batch: int, fps: float = 0.0,
         subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, endpoint, str(received)])
         config = StationConfig(
             engine=str(engine_path),
-            camera=f"folder://{folder}?loop=1" + (f"&fps={fps}" if fps else ""),
+            camera=camera or f"folder://{folder}?loop=1" + (f"&fps={fps}" if fps else ""),
             station="bench",
             publish=endpoint,
             threshold=0.5,
@@ -213,7 +216,9 @@ def plots(result: dict, folder: Path) -> None:
         plt.close(fig)
 
 
-def run_bench(engine_path: Path, batches: list[int], frames: int, pipeline: bool, out: Path | None) -> dict:
+def run_bench(
+    engine_path: Path, batches: list[int], frames: int, pipeline: bool, out: Path | None, camera: str | None = None
+) -> dict:
     engine = open_engine(engine_path)
     with engine:
         usable = [b for b in batches if b <= engine.frame.max_batch]
@@ -225,7 +230,9 @@ def run_bench(engine_path: Path, batches: list[int], frames: int, pipeline: bool
             "machine": machine(),
             "engine_only": [bench_engine(engine, b, frames) for b in usable],
         }
-    if pipeline:
+    if pipeline and camera:
+        result["pipeline_paced"] = bench_pipeline(engine_path, frames, max(usable), camera=camera)
+    elif pipeline:
         result["pipeline"] = bench_pipeline(engine_path, frames, max(usable))
         paced = round(0.7 * result["engine_only"][0]["frames_per_s"], 2)  # a camera at 70 % of batch-1 capacity
         result["pipeline_paced"] = bench_pipeline(engine_path, frames, 1, fps=paced)

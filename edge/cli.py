@@ -215,6 +215,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,32")
     parser.add_argument("--frames", type=int, default=200, help="frames per measurement")
     parser.add_argument("--no-pipeline", action="store_true", help="engine only")
+    parser.add_argument("--camera", help="time the pipeline on this source (e.g. basler0) instead of generated frames")
     parser.add_argument("--out", type=Path, help="folder for bench.json, bench.md and plots")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="edge-bench: %(message)s")
@@ -226,7 +227,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-bench: error: --batch {args.batch!r}: write sizes like 1,8,32", file=sys.stderr)
         return 2
     try:
-        result = run_bench(args.engine, batches, args.frames, not args.no_pipeline, args.out)
+        result = run_bench(args.engine, batches, args.frames, not args.no_pipeline, args.out, args.camera)
     except (EngineError, SidecarError) as exc:
         print(f"edge-bench: error: {exc}", file=sys.stderr)
         return 2

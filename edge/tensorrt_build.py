@@ -26,15 +26,16 @@ class BuildError(Exception):
     """The ONNX could not be parsed or built; the message carries TensorRT's reason."""
 
 
-def local_compute_capability() -> str:
-    """The first GPU's compute capability as ``major.minor``, or '' when it cannot be read."""
+def local_gpu() -> tuple[str, str]:
+    """The first GPU's name and compute capability (``major.minor``); empty strings when they cannot be read."""
     try:
         import pycuda.driver as cuda
 
         cuda.init()
-        return "{}.{}".format(*cuda.Device(0).compute_capability())
-    except Exception:  # no pycuda, no driver, no GPU: the sidecar then records no capability
-        return ""
+        device = cuda.Device(0)
+        return device.name(), "{}.{}".format(*device.compute_capability())
+    except Exception:  # no pycuda, no driver, no GPU: the sidecar then records neither
+        return "", ""
 
 
 def network_precisions(network) -> list[str]:
@@ -83,9 +84,9 @@ def build_plan(
             raise BuildError(f"TensorRT-RTX builds for a named GPU: give --target-sm, one of {', '.join(RTX_TARGETS)}")
         config.num_compute_capabilities = 1
         config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{target_sm}"), 0)
-        capability = f"{target_sm[:-1]}.{target_sm[-1]}"
+        gpu, capability = f"any SM{target_sm} GPU", f"{target_sm[:-1]}.{target_sm[-1]}"
     else:
-        capability = local_compute_capability()
+        gpu, capability = local_gpu()
     if library == "tensorrt":  # TensorRT-RTX has no timing cache (its kernels are compiled on the target)
         cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
         config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
@@ -109,6 +110,7 @@ def build_plan(
             "library": library,
             "tensorrt_version": trt.__version__,
             "compute_capability": capability,
+            "gpu": gpu,
             "workspace_mb": workspace_mb,
             "strongly_typed": True,
             "build_seconds": round(seconds, 2),
