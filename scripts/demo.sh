@@ -12,8 +12,8 @@ mkdir -p "$out"
 started=$(date +%s)
 step() { echo; echo "== [$(($(date +%s) - started)) s] $*"; }
 
-step "installing (training extras, TensorRT-RTX's CPU builder)"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[train,tensorrt-rtx]"
+step "installing (with the training extras)"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[train]"
 
 step "demo data from scikit-image's brick photo: $out/data (train/test) and $out/calibration (held-out good parts)"
 edge-dataset --texture brick --out "$out/data" --image-size 128 > /dev/null
