@@ -21,10 +21,9 @@ from calibration.thresholds import (
 from edge.engines import Engine, open_engine
 from edge.frames import camera_frame
 from edge.sidecar import read_sidecar, write_sidecar
+from edge.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass

@@ -63,7 +63,6 @@ class BaslerSource(Source):
         self._camera = None
         self._converter = None
         self._next_trigger = 0.0
-        self.incomplete = 0
 
     @classmethod
     def from_uri(cls, uri: str, settings: CameraSettings) -> BaslerSource:
@@ -185,7 +184,6 @@ class BaslerSource(Source):
             frame_id = int(result.BlockID)
             t_capture = int(result.TimeStamp) or wall  # device ticks where the camera has them; the emulator: 0
             if not result.GrabSucceeded():
-                self.incomplete += 1
                 detail = f"{result.ErrorDescription} (code {result.ErrorCode})"
                 return Frame(frame_id, wall, wall, None, "grab_incomplete", detail, self.serial or "", perf)
             if self._converter is not None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.sources import IMAGE_SUFFIXES
 from export.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 
 

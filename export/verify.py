@@ -16,8 +16,9 @@ from edge.engines import Engine, EngineError, open_engine
 from edge.engines.base import Inference
 from edge.frames import frames_from_images
 from edge.sidecar import FrameSpec, Sidecar
+from edge.sources import IMAGE_SUFFIXES
 from export.checkpoint import load_model
-from export.data import IMAGE_SUFFIXES, read_image
+from export.data import read_image
 from export.deploy import FramePreprocess
 from export.errors import DataError, UserError
 from export.models.memseg import anomaly_map
