@@ -3,6 +3,10 @@
 Free-run grabs with LatestImageOnly (the newest frame, as a live view); triggered modes (``software``, or a
 hardware line such as ``line1``) grab OneByOne, so every triggered part is judged. Incomplete grabs become
 frames with ``error = "grab_incomplete"``; grab results are always released (a held result starves the pool).
+On triggered lines a part can also go without any frame: the camera ignores a trigger that comes while it is
+busy (it reports a FrameStartOvertrigger event, where it has one), and a frame lost on the way shows as a jump
+in the camera's frame counter (BlockID). Both come out as frames without pixels (``trigger_overrun``,
+``frame_lost``), so each such part gets its ``error`` verdict.
 A camera that disappears raises :class:`CameraLost`; :meth:`BaslerSource.reconnect` opens it again by serial
 with the same settings. pylon's camera emulator (``PYLON_CAMEMU=N``) is a real pylon device and is what the
 tests use; with ``emulator_images`` it streams a folder of images.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from edge.sources import CameraLost, Frame, Source, SourceError
@@ -26,6 +31,10 @@ PIXEL_FORMATS = {
     "bgr8": ["BGR8Packed", "BGR8", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8"],
 }
 TRIGGERS = ("free", "software", "line1", "line2", "line3", "line4")
+# The node an over-trigger event updates: SFNC 2 (USB, ace 2), SFNC 1 (GigE).
+OVERTRIGGER_NODES = ("EventFrameStartOvertriggerTimestamp", "FrameStartOvertriggerEventTimestamp")
+NO_FRAME = -1  # frame_id of a part the camera never made a frame of (an ignored trigger)
+MAX_COUNTED_GAP = 1000  # a larger BlockID jump is a counter reset or wrap, not lost frames
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,10 @@ class BaslerSource(Source):
         self._camera = None
         self._converter = None
         self._next_trigger = 0.0
+        self._missing: deque[Frame] = deque()  # parts without a frame, and a frame held back behind them
+        self._last_block_id: int | None = None
+        self._overtrigger_handler = None  # pylon calls it from its event thread; keep the reference
+        self.overtriggers_counted = False  # whether this camera reports the triggers it ignores
 
     @classmethod
     def from_uri(cls, uri: str, settings: CameraSettings) -> BaslerSource:
@@ -95,6 +108,9 @@ class BaslerSource(Source):
             raise SourceError(f"{self.uri}: cannot open the camera: {str(exc).strip()}") from exc
         self.serial = self._camera.GetDeviceInfo().GetSerialNumber()
         self._configure()
+        self._last_block_id = None  # a reopened camera counts from 0 again
+        if self.settings.trigger != "free":
+            self._watch_overtriggers()
         strategy = (
             pylon.GrabStrategy_LatestImageOnly if self.settings.trigger == "free" else pylon.GrabStrategy_OneByOne
         )
@@ -165,10 +181,75 @@ class BaslerSource(Source):
             self._set(["TriggerMode"], "On")
             self._set(["TriggerSource"], "Software" if s.trigger == "software" else s.trigger.capitalize())
 
+    def _watch_overtriggers(self) -> None:
+        """Count the triggers the camera ignores while busy (its FrameStartOvertrigger event), where it can."""
+        pylon, genicam = _pylon()
+        camera, nodes = self._camera, self._camera.GetNodeMap()
+        selector = nodes.GetNode("EventSelector")
+        node = next((name for name in OVERTRIGGER_NODES if nodes.GetNode(name) is not None), None)
+        if selector is None or node is None or "FrameStartOvertrigger" not in camera.EventSelector.Symbolics:
+            self.overtriggers_counted = False
+            log.warning(
+                "%s cannot report frame-trigger overruns (no FrameStartOvertrigger event): a part triggered while "
+                "the camera is busy gets no frame, and this station cannot see it; keep the trigger rate below the "
+                "camera's frame rate",
+                self.uri,
+            )
+            return
+        self._set(["EventSelector"], "FrameStartOvertrigger")
+        try:
+            self._set(["EventNotification"], "On")
+        except SourceError:
+            self._set(["EventNotification"], "GenICamEvent")  # older GigE models (scout, aviator)
+        self._overtrigger_handler = _overtrigger_handler(self)
+        camera.GrabCameraEvents = True
+        camera.RegisterCameraEventHandler(
+            self._overtrigger_handler, node, 0, pylon.RegistrationMode_ReplaceAll, pylon.Cleanup_None
+        )
+        self.overtriggers_counted = True
+
+    def overtrigger(self, camera_timestamp: int = 0) -> None:
+        """The camera ignored a frame trigger: that part gets a frame without pixels (called on pylon's event
+        thread; deque appends are thread-safe)."""
+        wall = time.time_ns()
+        detail = f"the camera ignored a frame trigger while busy (camera time {camera_timestamp})"
+        self._missing.append(
+            Frame(NO_FRAME, wall, wall, None, "trigger_overrun", detail, self.serial or "", time.perf_counter(), 0)
+        )
+
+    def _account_block_id(self, frame: Frame) -> Frame:
+        """On triggered lines, frames missing between the previous BlockID and this one come out first."""
+        previous, self._last_block_id = self._last_block_id, frame.frame_id
+        if self.settings.trigger == "free" or previous is None:
+            return frame
+        lost = frame.frame_id - previous - 1
+        if lost <= 0 or lost > MAX_COUNTED_GAP:
+            if lost:
+                log.info("%s: frame counter went from %d to %d (reset or wrap)", self.uri, previous, frame.frame_id)
+            return frame
+        for block_id in range(previous + 1, frame.frame_id):
+            detail = "the camera's frame counter skipped it: lost between camera and host"
+            self._missing.append(
+                Frame(
+                    block_id,
+                    frame.t_receive_ns,
+                    frame.t_receive_ns,
+                    None,
+                    "frame_lost",
+                    detail,
+                    self.serial or "",
+                    frame.t_received,
+                )
+            )
+        self._missing.append(frame)
+        return self._missing.popleft()
+
     # -- grabbing --------------------------------------------------------------------------------------------
     def read(self, timeout: float = 1.0) -> Frame:
         pylon, genicam = _pylon()
         camera = self._camera
+        if self._missing:
+            return self._missing.popleft()
         if camera is None or not camera.IsOpen() or camera.IsCameraDeviceRemoved():
             raise CameraLost(f"{self.uri}: the camera is gone")
         try:
@@ -182,24 +263,23 @@ class BaslerSource(Source):
         wall, perf = time.time_ns(), time.perf_counter()
         try:
             frame_id = int(result.BlockID)
-            t_capture = int(result.TimeStamp) or wall  # device ticks where the camera has them; the emulator: 0
             if not result.GrabSucceeded():
                 detail = f"{result.ErrorDescription} (code {result.ErrorCode})"
-                return Frame(frame_id, wall, wall, None, "grab_incomplete", detail, self.serial or "", perf)
-            if self._converter is not None:
-                pixels = self._converter.Convert(result).GetArray().copy()
+                frame = Frame(frame_id, wall, wall, None, "grab_incomplete", detail, self.serial or "", perf)
             else:
-                pixels = result.GetArray().copy()
-            return Frame(
-                frame_id,
-                t_capture if t_capture != wall else wall,
-                wall,
-                pixels,
-                name=self.serial or "",
-                t_received=perf,
-            )
+                converted = self._converter.Convert(result) if self._converter is not None else result
+                frame = Frame(
+                    frame_id,
+                    wall,
+                    wall,
+                    converted.GetArray().copy(),
+                    name=self.serial or "",
+                    t_received=perf,
+                    camera_timestamp=int(result.TimeStamp),
+                )
         finally:
             result.Release()
+        return self._account_block_id(frame)
 
     def _software_trigger(self, timeout: float) -> None:
         pylon, _ = _pylon()
@@ -225,3 +305,18 @@ class BaslerSource(Source):
         self.close()
         self.index = None if self.serial else self.index
         self.open()
+
+
+def _overtrigger_handler(source: BaslerSource):
+    """A pylon camera-event handler that tells ``source`` of each over-trigger (pypylon is imported lazily)."""
+    pylon, genicam = _pylon()
+
+    class OvertriggerHandler(pylon.CameraEventHandler):
+        def OnCameraEvent(self, camera, user_id, node) -> None:  # noqa: N802 (pylon's name)
+            try:
+                ticks = int(genicam.CIntegerPtr(node).GetValue()) if node is not None else 0
+            except genicam.GenericException:
+                ticks = 0
+            source.overtrigger(ticks)
+
+    return OvertriggerHandler()

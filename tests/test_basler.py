@@ -87,11 +87,15 @@ def test_emulated_camera_stream_gets_one_verdict_per_frame(
 
 
 class EmulatorFaults(BaslerSource):
-    """The emulated camera with faults injected at given reads: a failed buffer, or the camera closing."""
+    """The emulated camera with faults injected at given reads: a failed buffer, the camera closing, and two the
+    emulator cannot make, injected where pylon would report them: an over-trigger event (the emulator has no
+    FrameStartOvertrigger event and drops extra triggers silently) and frames lost on the way (its BlockIDs never
+    jump: our record of the last one is moved back instead)."""
 
-    def __init__(self, *args, fail_at=(), lose_at=(), **kwargs) -> None:
+    def __init__(self, *args, fail_at=(), lose_at=(), overtrigger_at=(), skip_at=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fail_at, self.lose_at, self.reads = set(fail_at), set(lose_at), 0
+        self.overtrigger_at, self.skip_at = set(overtrigger_at), set(skip_at)
 
     def read(self, timeout: float = 1.0):
         if self.reads in self.fail_at:
@@ -100,6 +104,10 @@ class EmulatorFaults(BaslerSource):
         if self.reads in self.lose_at:
             self.lose_at.discard(self.reads)
             self._camera.Close()  # as if unplugged: the next grab fails
+        if self.reads in self.overtrigger_at:
+            self.overtrigger(123456)  # what the event handler calls on pylon's event thread
+        if self.reads in self.skip_at:
+            self._last_block_id -= 2  # as if the two frames before the next one had been lost
         self.reads += 1
         return super().read(timeout)
 
@@ -113,6 +121,29 @@ def test_incomplete_grabs_become_error_verdicts_with_contiguous_ids(onnx_engine:
     assert [v["reason"] for v in verdicts].count("grab_incomplete") == 2
     assert verdicts[3]["verdict"] == verdicts[7]["verdict"] == "error"
     assert pipeline.counters.frames == pipeline.counters.verdicts == 10
+
+
+def test_ignored_triggers_and_lost_frames_become_error_verdicts(
+    onnx_engine: Path, camera_images: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge.basler import NO_FRAME
+
+    settings = CameraSettings(64, 64, "rgb8", trigger="software", emulator_images=str(camera_images))
+    source = EmulatorFaults("basler0", 0, None, settings, overtrigger_at={2}, skip_at={6})
+    with caplog.at_level("WARNING", logger="edge.basler"):
+        pipeline, messages = run_in_process(open_engine(onnx_engine), source, free_endpoint(), max_frames=12)
+    assert not source.overtriggers_counted and "cannot report frame-trigger overruns" in caplog.text
+    verdicts = [p for k, p in messages if k == "verdict"]
+    assert len(verdicts) == 12 == pipeline.counters.frames == pipeline.counters.verdicts
+    reasons = [v["reason"] for v in verdicts]
+    assert reasons.count("trigger_overrun") == 1 and reasons.count("frame_lost") == 2
+    assert verdicts[2]["frame_id"] == NO_FRAME and verdicts[2]["verdict"] == "error"
+    # the two lost frames are named by the ids the camera skipped, and come just before the frame after them
+    at = reasons.index("frame_lost")
+    after = verdicts[at + 2]
+    assert [v["frame_id"] for v in verdicts[at : at + 2]] == [after["frame_id"] - 2, after["frame_id"] - 1]
+    assert after["verdict"] in ("pass", "fail")
+    assert pipeline.counters.errors == {"trigger_overrun": 1, "frame_lost": 2}
 
 
 def test_a_camera_lost_mid_stream_reconnects_and_every_frame_is_accounted(
