@@ -51,6 +51,16 @@ def run_station(config: StationConfig) -> int:
     sinks: list = []
     try:
         try:
+            if config.jsonl:
+                sinks.append(JsonlSink(config.jsonl))
+            if config.rejects:
+                limits = (config.rejects_max_files, config.rejects_max_mb)
+                sinks.append(RejectStore(Path(config.rejects), engine.frame, *limits))
+        except OSError as exc:
+            raise RunError(
+                f"cannot write to {exc.filename}: {exc.strerror}; give --jsonl/--rejects a writable place"
+            ) from exc
+        try:
             source.open()
         except SourceError as exc:
             if not source.live:
@@ -59,11 +69,6 @@ def run_station(config: StationConfig) -> int:
             log.warning("%s; starting without it and retrying", exc)
         engine.activate()
         engine.infer(np.zeros((max_batch, *engine.frame.frame_shape()), np.uint8))  # warm-up, and proof it runs
-        if config.jsonl:
-            sinks.append(JsonlSink(config.jsonl))
-        if config.rejects:
-            limits = (config.rejects_max_files, config.rejects_max_mb)
-            sinks.append(RejectStore(Path(config.rejects), engine.frame, *limits))
         options = PipelineOptions(
             station=config.station,
             camera=config.camera,

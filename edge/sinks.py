@@ -2,12 +2,14 @@
 
 Neither may slow the line: the reject store writes from its own thread, drops images (counted) when it falls
 behind, evicts the oldest files to stay within its file and size limits, and reports write errors at most once
-a minute.
+a minute. When the disk is full or over quota it evicts its own oldest images to make room (never anyone else's
+files); a read-only or vanished folder only costs the images. A partly written image is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import queue
@@ -63,7 +65,7 @@ class RejectStore:
         existing = sorted((p for p in self.folder.glob("*.png") if p.is_file()), key=lambda p: p.stat().st_mtime)
         self._files = deque((p, p.stat().st_size) for p in existing)
         self._bytes = sum(size for _, size in self._files)
-        self.saved = self.dropped = self.failed = 0
+        self.saved = self.dropped = self.failed = self.evicted_for_space = 0
         self._last_error_report = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=16)
         self._thread = threading.Thread(target=self._work, name="rejects", daemon=True)
@@ -81,29 +83,41 @@ class RejectStore:
         while (item := self._queue.get()) is not None:
             verdict, pixels, anomaly_map = item
             name = f"{verdict['time'].replace(':', '')}_{verdict['frame_id']:08d}_{verdict['score']:.3f}.png"
-            path = self.folder / name
+            ok, data = cv2.imencode(".png", overlay(pixels, anomaly_map, self.frame))
             try:
-                ok, data = cv2.imencode(".png", overlay(pixels, anomaly_map, self.frame))
                 if not ok:
                     raise OSError("PNG encoding failed")
-                path.write_bytes(data.tobytes())
+                self._save(self.folder / name, data.tobytes())
             except OSError as exc:
                 self.failed += 1
                 if time.monotonic() - self._last_error_report > 60:
                     self._last_error_report = time.monotonic()
                     log.warning("cannot save rejected image in %s: %s (verdicts are unaffected)", self.folder, exc)
-                continue
-            self.saved += 1
-            self._files.append((path, len(data)))
-            self._bytes += len(data)
-            self._evict()
 
-    def _evict(self) -> None:
+    def _save(self, path: Path, data: bytes) -> None:
+        """Write ``path``; on a full disk or quota, evict our oldest images until it fits or none are left."""
+        while True:
+            try:
+                path.write_bytes(data)
+                break
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)  # no half-written image left behind
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._files:
+                    raise
+                self._evict_oldest()
+                self.evicted_for_space += 1
+        self.saved += 1
+        self._files.append((path, len(data)))
+        self._bytes += len(data)
         while self._files and (len(self._files) > self.max_files or self._bytes > self.max_bytes):
-            path, size = self._files.popleft()
-            self._bytes -= size
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        path, size = self._files.popleft()
+        self._bytes -= size
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
     def close(self, timeout: float = 5.0) -> None:
         self._queue.put(None)

@@ -274,7 +274,16 @@ def test_second_publisher_on_the_same_port_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "case", ["missing engine", "no sidecar", "hash mismatch", "no threshold", "bad config", "port in use"]
+    "case",
+    [
+        "missing engine",
+        "no sidecar",
+        "hash mismatch",
+        "no threshold",
+        "bad config",
+        "port in use",
+        "rejects unwritable",
+    ],
 )
 def test_bad_setups_are_refused_with_one_line(case: str, onnx_engine: Path, part_folder: Path, tmp_path: Path) -> None:
     engine, args, blocker = onnx_engine, [], None
@@ -295,6 +304,9 @@ def test_bad_setups_are_refused_with_one_line(case: str, onnx_engine: Path, part
     elif case == "bad config":
         (tmp_path / "s.toml").write_text("queue_size = -1\n")
         args, expect = ["--config", str(tmp_path / "s.toml")], "'queue_size' must be positive"
+    elif case == "rejects unwritable":
+        (tmp_path / "taken").write_text("a file")
+        args, expect = ["--rejects", str(tmp_path / "taken" / "rejects")], "give --jsonl/--rejects a writable place"
     else:
         blocker, expect = VerdictPublisher(endpoint, "x"), "another edge-run on that port"
     if case != "no threshold":
@@ -621,6 +633,59 @@ def test_a_broken_reject_folder_never_touches_the_verdicts(
     failed = sum(v["verdict"] == "fail" for v in verdicts)
     assert len(verdicts) == pipeline.counters.frames == len(list(part_folder.glob("*.png")))
     assert failed > 0 and store.saved == 0 and store.failed + store.dropped == failed
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path):
+    """A real 64 KiB filesystem (tmpfs), so that the disk really fills; skipped where mounting is not allowed."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def filled_store(onnx_engine: Path, part_folder: Path, folder: Path, **limits) -> tuple[RejectStore, list[dict]]:
+    """Every image rejected (threshold 0) into a reject store at ``folder``; returns the store and the verdicts."""
+    store = RejectStore(folder, FrameSpec(64, 64, "rgb8"), **limits)
+    pipeline, messages = run_in_process(
+        open_engine(onnx_engine), part_folder, free_endpoint(), [store], threshold=0.0, queue_size=64
+    )
+    store.close(timeout=30)
+    verdicts = [p for k, p in messages if k == "verdict"]
+    assert len(verdicts) == pipeline.counters.frames == len(list(part_folder.glob("*.png")))
+    return store, verdicts
+
+
+def test_a_full_disk_evicts_the_oldest_rejects_and_never_touches_the_verdicts(
+    onnx_engine: Path, part_folder: Path, small_filesystem: Path
+) -> None:
+    foreign = small_filesystem / "not-ours.bin"
+    foreign.write_bytes(b"x" * 16_000)  # someone else's file on the same disk: never removed
+    store, verdicts = filled_store(onnx_engine, part_folder, small_filesystem / "rejects")
+    failed = sum(v["verdict"] == "fail" for v in verdicts)
+    kept = sorted((small_filesystem / "rejects").glob("*.png"))
+    assert failed > 10 and store.evicted_for_space > 0 and foreign.stat().st_size == 16_000
+    assert store.saved + store.dropped + store.failed == failed and store.saved > len(kept) > 0
+    # what is kept is whole (no half-written PNG), and the store's record of it matches the disk
+    assert all(cv2.imread(str(path)) is not None for path in kept)
+    assert len(kept) == len(store._files) and {p for p, _ in store._files} == set(kept)
+
+
+def test_a_read_only_reject_folder_costs_only_the_images(
+    onnx_engine: Path, part_folder: Path, small_filesystem: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (small_filesystem / "rejects").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
+    with caplog.at_level("WARNING", logger="edge.sinks"):
+        store, verdicts = filled_store(onnx_engine, part_folder, small_filesystem / "rejects")
+    failed = sum(v["verdict"] == "fail" for v in verdicts)
+    assert failed > 10 and store.saved == 0 and store.failed + store.dropped == failed and store.failed > 1
+    assert caplog.text.count("cannot save rejected image") == 1 and "Read-only file system" in caplog.text
 
 
 def test_rejected_frames_heatmaps_are_published_as_png(onnx_engine: Path, part_folder: Path) -> None:
