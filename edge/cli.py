@@ -89,12 +89,18 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, help="stop after this many captured frames")
     parser.add_argument("--snapshot", help="REQ/REP endpoint for late joiners' status and last verdicts")
     parser.add_argument(
+        "--control",
+        help="REQ/REP endpoint for operators: set_threshold, pause, resume, status (this machine only, e.g. "
+        "tcp://127.0.0.1:5558, unless CURVE admits operators' keys with --control-allow)",
+    )
+    parser.add_argument(
         "--verdict-deadline-ms", type=float, help="a frame not judged this long after capture gets error(deadline)"
     )
     parser.add_argument("--stall-s", type=float, help="watchdog: seconds without frames or progress → degraded")
     security = parser.add_argument_group("security (CURVE; see edge-keys)")
     security.add_argument("--curve-secret", help="the station's secret certificate (NAME.key_secret)")
     security.add_argument("--curve-allow", help="folder of the public certificates of admitted subscribers")
+    security.add_argument("--control-allow", help="folder of the public certificates of admitted operators")
     camera = parser.add_argument_group("Basler camera (basler0, basler://SERIAL)")
     camera.add_argument(
         "--trigger",
@@ -170,6 +176,48 @@ def keys_main(argv: Sequence[str] | None = None) -> int:
     public, secret = make_keys(args.out, args.name)
     print(f"wrote {public} (public) and {secret} (secret)")
     return 0
+
+
+def control_main(argv: Sequence[str] | None = None) -> int:
+    """``edge-control``: change a running station's thresholds, pause or resume it, or ask its status."""
+    parser = argparse.ArgumentParser(
+        prog="edge-control",
+        description="Send one request to a station's control socket (edge-run --control ENDPOINT) and print the "
+        "answer. Changes last for the run and are announced on the station's status topic; the calibrated "
+        "threshold in the sidecar changes only with edge-calibrate. While paused, every frame gets error(paused).",
+    )
+    parser.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5558")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("status", help="health, thresholds, counters")
+    threshold = commands.add_parser("set-threshold", help="change the image-score and/or pixel threshold")
+    threshold.add_argument("--score", type=float)
+    threshold.add_argument("--pixel", type=float)
+    pause = commands.add_parser("pause", help="judge every frame error(paused) until resume")
+    pause.add_argument("--reason", default="")
+    commands.add_parser("resume", help="judge frames again")
+    parser.add_argument("--curve-secret", type=Path, help="the operator's secret certificate (CURVE)")
+    parser.add_argument("--curve-server", type=Path, help="the station's public certificate (CURVE)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    args = parser.parse_args(argv)
+    from edge.client import NoAnswer, request
+    from edge.security import SecurityError
+
+    payload: dict = {"command": args.command.replace("-", "_")}
+    if args.command == "set-threshold":
+        payload |= {k: v for k, v in (("score", args.score), ("pixel", args.pixel)) if v is not None}
+    elif args.command == "pause" and args.reason:
+        payload["reason"] = args.reason
+    if (args.curve_secret is None) != (args.curve_server is None):
+        print("edge-control: error: CURVE needs both --curve-secret and --curve-server", file=sys.stderr)
+        return 2
+    curve = (args.curve_secret, args.curve_server) if args.curve_secret else None
+    try:
+        answer = request(args.endpoint, payload, args.timeout, curve)
+    except (NoAnswer, SecurityError) as exc:
+        print(f"edge-control: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer, indent=2))
+    return 0 if answer.get("ok") else 1
 
 
 def calibrate_main(argv: Sequence[str] | None = None) -> int:

@@ -96,3 +96,23 @@ class VerdictSubscriber:
 
     def close(self) -> None:
         self._socket.close(0)
+
+
+class NoAnswer(Exception):
+    """A REQ/REP request (snapshot, control) that got no answer in time: wrong endpoint, or a key not admitted."""
+
+
+def request(endpoint: str, payload: dict, timeout_s: float = 5.0, curve: tuple[Path, Path] | None = None) -> dict:
+    """Send one JSON request to a station's snapshot or control socket and return its JSON answer."""
+    socket = zmq.Context.instance().socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        if curve is not None:
+            apply_client(socket, *curve)
+        socket.connect(endpoint)
+        socket.send(json.dumps(payload).encode())
+        if not socket.poll(int(timeout_s * 1000)):
+            raise NoAnswer(f"no answer from {endpoint} in {timeout_s:.0f} s (not running there, or key not admitted)")
+        return json.loads(socket.recv())
+    finally:
+        socket.close(0)

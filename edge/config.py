@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from edge.control import is_local
+
 
 class ConfigError(Exception):
     """A setting that is missing, unknown or of the wrong type; the message names it."""
@@ -39,6 +41,8 @@ class StationConfig:
     snapshot: str | None = None  # REQ/REP endpoint for late joiners, e.g. tcp://*:5557
     curve_secret: str | None = None  # the station's secret certificate (edge-keys)
     curve_allow: str | None = None  # folder of admitted clients' public certificates
+    control: str | None = None  # REQ/REP endpoint for operators (thresholds, pause), e.g. tcp://127.0.0.1:5558
+    control_allow: str | None = None  # folder of the operators' public certificates (CURVE)
     # Basler camera settings (basler0, basler://SERIAL)
     trigger: str = "free"
     exposure_us: float | None = None
@@ -77,6 +81,13 @@ class StationConfig:
                 raise ConfigError(f"setting {key!r} is required (flag --{key} or {key} = … in the config)")
         if (config.curve_secret is None) != (config.curve_allow is None):
             raise ConfigError("CURVE needs both curve_secret and curve_allow (--curve-secret KEY --curve-allow DIR)")
+        if config.control_allow and not config.curve_secret:
+            raise ConfigError("control_allow needs CURVE on: give curve_secret and curve_allow too")
+        if config.control and not is_local(config.control) and not config.control_allow:
+            raise ConfigError(
+                f"control = {config.control!r} would let anyone on the network change the station: bind it to "
+                "tcp://127.0.0.1:PORT or ipc://PATH, or admit only operators' keys with control_allow (CURVE)"
+            )
         for key in ("batch_timeout_ms", "queue_size", "wait_timeout", "heartbeat_s", "rejects_max_files", "stall_s"):
             if getattr(config, key) <= 0:
                 raise ConfigError(f"setting {key!r} must be positive, got {getattr(config, key)}")

@@ -64,6 +64,16 @@ class StatusChange:
 
 
 @dataclass
+class ControlRequest:
+    """A validated control request (:mod:`edge.control`), carried out by the publishing thread."""
+
+    request: dict
+    who: str
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: dict | None = None
+
+
+@dataclass
 class PipelineOptions:
     station: str = "station"
     camera: str = ""
@@ -131,6 +141,8 @@ class Pipeline:
         self._in_flight: dict[int, Job] = {}  # captured, not yet published
         self._expired: set[int] = set()  # published as error(deadline); their results come late
         self._published_health = "ok"
+        self.paused: str | None = None  # the reason, while an operator has paused the station
+        self._running = False
         self.on_heartbeat = None  # called with the health after each heartbeat (the service watchdog)
         self._infer_queue: queue.Queue = queue.Queue(maxsize=options.queue_size)
         self._done_queue: queue.Queue = queue.Queue()
@@ -159,6 +171,8 @@ class Pipeline:
                 self.counters.last_frame_ns = frame.t_receive_ns
                 if frame.pixels is None:
                     job.error, job.detail = frame.error or "capture_failed", frame.detail
+                elif (paused := self.paused) is not None:
+                    job.error, job.detail = "paused", f"the station is paused: {paused}"
                 elif frame.pixels.shape != self._expected or frame.pixels.dtype != np.uint8:
                     job.error = "frame_format"
                     job.detail = f"frame {frame.pixels.shape} {frame.pixels.dtype}, engine takes {self._expected} uint8"
@@ -309,11 +323,65 @@ class Pipeline:
         for sink in self.sinks:
             sink.write(message, job)
 
+    # -- control (edge.control) ---------------------------------------------------------------------------
+    def control(self, request: dict, who: str, timeout: float = 2.0) -> dict:
+        """Carry out a validated control request (from any thread); returns the answer for the operator."""
+        if request["command"] == "status":
+            return {"ok": True, "status": self.status()}
+        item = ControlRequest(request, who)
+        if not self._running:
+            return {"ok": False, "error": "the station is not running"}
+        self._done_queue.put(item)
+        if not item.done.wait(timeout):
+            return {"ok": False, "error": f"the station did not carry it out within {timeout:.0f} s (stopping?)"}
+        return item.answer
+
+    def _carry_out(self, item: ControlRequest) -> dict:
+        """On the publishing thread: change thresholds or pause state, and announce it on the status topic."""
+        request, command = item.request, item.request["command"]
+        if command == "set_threshold":
+            old = self.thresholds
+            self.thresholds = Thresholds(request.get("score", old.score), request.get("pixel", old.pixel), "control")
+            change = {
+                "thresholds": {"score": self.thresholds.score, "pixel": self.thresholds.pixel},
+                "previous": {"score": old.score, "pixel": old.pixel},
+            }
+        elif command == "pause":
+            self.paused = request.get("reason") or "paused by an operator"
+            change = {"paused": True, "reason": self.paused}
+        else:
+            self.paused = None
+            change = {"paused": False}
+        self._published_health = self.health
+        self.publisher.status(
+            {"state": "running", "health": self.health, "control": {"command": command, "by": item.who, **change}}
+        )
+        return {"ok": True, **change}
+
+    def status(self) -> dict:
+        """What the station is doing, for the snapshot and control sockets."""
+        return {
+            "station": self.options.station,
+            "run_id": self.publisher.run_id,
+            "health": self.health,
+            "paused": self.paused,
+            "thresholds": {
+                "score": self.thresholds.score,
+                "pixel": self.thresholds.pixel,
+                "origin": self.thresholds.origin,
+            },
+            "last_seq": self.publisher.seq - 1,
+            "counters": self.counters.to_dict(),
+        }
+
     @property
     def health(self) -> str:
-        """ok, degraded (capture or inference stalled), camera_lost, or engine_error (in the last 10 s)."""
+        """ok, degraded (capture or inference stalled), camera_lost, paused (by an operator), or engine_error
+        (in the last 10 s)."""
         if self._camera_lost:
             return "camera_lost"
+        if self.paused is not None:
+            return "paused"
         if time.perf_counter() - self._engine_error_at < 10.0:
             return "engine_error"
         return "degraded" if self.stalled() else "ok"
@@ -364,6 +432,7 @@ class Pipeline:
             threading.Thread(target=self._infer, name="infer", daemon=True),
         ]
         self.publisher.status({"state": "running", "health": self.health, "camera": self.options.camera})
+        self._running = True
         for thread in threads:
             thread.start()
         pending: dict[int, Job] = {}
@@ -381,6 +450,9 @@ class Pipeline:
                 item = None
             if isinstance(item, StatusChange):
                 self.publisher.status(item.payload)
+            elif isinstance(item, ControlRequest):
+                item.answer = self._carry_out(item)
+                item.done.set()
             elif isinstance(item, End):
                 total = item.total
             elif item is not None and item.index in self._expired:
@@ -393,8 +465,16 @@ class Pipeline:
                 if next_index in pending:
                     self._emit(pending.pop(next_index))
                 next_index += 1
+        self._running = False
         for thread in threads:
             thread.join()
+        while not self._done_queue.empty():  # what came in at the very end
+            item = self._done_queue.get()
+            if isinstance(item, ControlRequest):
+                item.answer = {"ok": False, "error": "the station is stopping"}
+                item.done.set()
+            elif isinstance(item, StatusChange):
+                self.publisher.status(item.payload)
         self.heartbeat()
         return self.counters
 

@@ -51,10 +51,9 @@ class VerdictPublisher:
         self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
         self._socket.setsockopt(zmq.LINGER, linger_ms)
-        self._authenticator = None
         try:
             if curve is not None:
-                self._authenticator = curve.apply(self._socket)
+                curve.apply(self._socket)
         except SecurityError as exc:
             self._socket.close(0)
             raise PublishError(str(exc)) from exc
@@ -118,9 +117,6 @@ class VerdictPublisher:
     def close(self, linger_ms: int | None = None) -> None:
         """Close, waiting at most ``linger_ms`` for queued messages to leave."""
         self._socket.close(linger_ms)
-        if self._authenticator is not None:
-            self._authenticator.stop()
-            self._authenticator = None
 
 
 def iso_time(ns: int) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import StationConfig
+from edge.control import ControlError, ControlServer
 from edge.drift import DriftMonitor
 from edge.engines import EngineError, open_engine
 from edge.pipeline import Pipeline, PipelineOptions
@@ -43,12 +44,18 @@ def run_station(config: StationConfig) -> int:
     except (EngineError, ThresholdError, SourceError) as exc:
         raise RunError(str(exc)) from exc
     max_batch = min(config.max_batch or engine.frame.max_batch, engine.frame.max_batch)
-    curve = CurveServer(Path(config.curve_secret), Path(config.curve_allow)) if config.curve_secret else None
+    curve = None
+    if config.curve_secret:
+        control_allow = Path(config.control_allow) if config.control_allow else None
+        curve = CurveServer(Path(config.curve_secret), Path(config.curve_allow), control_allow)
     try:
         publisher = VerdictPublisher(config.publish, config.station, linger_ms=config.linger_ms, curve=curve)
     except PublishError as exc:
+        if curve is not None:
+            curve.stop()
         raise RunError(str(exc)) from exc
     sinks: list = []
+    control = None
     try:
         try:
             if config.jsonl:
@@ -84,15 +91,9 @@ def run_station(config: StationConfig) -> int:
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration)
         pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)
         if config.snapshot:
-            status = lambda: {  # noqa: E731
-                "station": config.station,
-                "run_id": publisher.run_id,
-                "health": pipeline.health,
-                "last_seq": publisher.seq - 1,
-                "counters": pipeline.counters.to_dict(),
-            }
-            snapshot = SnapshotServer(config.snapshot, status, curve=curve)
-            sinks.append(snapshot)
+            sinks.append(SnapshotServer(config.snapshot, pipeline.status, curve=curve))
+        if config.control:
+            control = ControlServer(config.control, pipeline.control, curve=curve)
         log.info(
             "%s: %s (%s, %s) on %s, threshold %.4f (%s), publishing on %s",
             config.station,
@@ -136,14 +137,18 @@ def run_station(config: StationConfig) -> int:
             summary["latency_ms"].get("p99"),
         )
         return 0
-    except SnapshotError as exc:
+    except (SnapshotError, ControlError) as exc:
         raise RunError(str(exc)) from exc
     except (EngineError, SourceError) as exc:
         publisher.status({"state": "stopped", "final": True, "health": "engine_error", "reason": str(exc)})
         raise RunError(str(exc)) from exc
     finally:
+        if control is not None:
+            control.close()
         for sink in sinks:
             sink.close()
         engine.deactivate()
         source.close()
         publisher.close(config.linger_ms)
+        if curve is not None:
+            curve.stop()

@@ -8,7 +8,6 @@ unreadable keys stop start-up: there is never a silent fall back to plaintext.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -47,25 +46,47 @@ def load_public(path: Path) -> bytes:
     return public
 
 
-@dataclass
 class CurveServer:
-    """The station's side: its secret certificate and the folder of admitted client certificates."""
+    """The station's side: its secret certificate and, per ZAP domain, the folder of admitted client certificates:
+    ``station`` (subscribers: the verdict and snapshot sockets) and ``control`` (operators). ZeroMQ allows one
+    authenticator per process, so this object owns it for all the station's sockets; ``stop`` it at the end."""
 
-    secret: Path
-    allow: Path
+    def __init__(self, secret: Path, allow: Path, control_allow: Path | None = None) -> None:
+        self.secret, self.allow, self.control_allow = Path(secret), Path(allow), control_allow
+        self._authenticator: ThreadAuthenticator | None = None
 
-    def apply(self, socket: zmq.Socket) -> ThreadAuthenticator:
-        """Make ``socket`` a CURVE server admitting only allowed clients; returns the running authenticator."""
-        if not self.allow.is_dir() or not any(self.allow.glob("*.key")):
-            raise SecurityError(f"--curve-allow {self.allow}: no client public keys (*.key) there")
+    def folder(self, domain: str) -> Path:
+        """The admitted clients' certificates for ``domain``."""
+        folder = self.control_allow if domain == "control" else self.allow
+        flag = "--control-allow" if domain == "control" else "--curve-allow"
+        if folder is None or not Path(folder).is_dir() or not any(Path(folder).glob("*.key")):
+            raise SecurityError(f"{flag} {folder}: no client public keys (*.key) there")
+        return Path(folder)
+
+    def apply(self, socket: zmq.Socket, domain: str = "station") -> None:
+        """Make ``socket`` a CURVE server admitting only ``domain``'s clients."""
+        folder = self.folder(domain)
         public, secret = load_secret(self.secret)
-        authenticator = ThreadAuthenticator(zmq.Context.instance())
-        authenticator.start()
-        authenticator.configure_curve(domain="*", location=str(self.allow))
+        if self._authenticator is None:
+            self._authenticator = ThreadAuthenticator(zmq.Context.instance())
+            self._authenticator.start()
+        self._authenticator.configure_curve(domain=domain, location=str(folder))
+        socket.zap_domain = domain.encode()
         socket.curve_secretkey = secret
         socket.curve_publickey = public
         socket.curve_server = True
-        return authenticator
+
+    def names(self, domain: str) -> dict[str, str]:
+        """Admitted public keys (Z85, as ZeroMQ reports a peer's User-Id) → the certificate's name."""
+        found = {}
+        for path in sorted(self.folder(domain).glob("*.key")):
+            found[load_public(path).decode()] = path.stem
+        return found
+
+    def stop(self) -> None:
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
 
 
 def apply_client(socket: zmq.Socket, secret: Path, server_public: Path) -> None:

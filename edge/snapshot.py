@@ -28,10 +28,9 @@ class SnapshotServer:
         self._status, self._stop = status, threading.Event()
         self._socket = zmq.Context.instance().socket(zmq.REP)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._authenticator = None
         try:
             if curve is not None:
-                self._authenticator = curve.apply(self._socket)
+                curve.apply(self._socket)
             self._socket.bind(endpoint)
         except (zmq.ZMQError, SecurityError) as exc:
             self.close()
@@ -68,5 +67,3 @@ class SnapshotServer:
         if getattr(self, "_thread", None) is not None:
             self._thread.join(timeout=2)
         self._socket.close(0)
-        if self._authenticator is not None:
-            self._authenticator.stop()

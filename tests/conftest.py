@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 # pylon reads this when its transport layers start: two emulated Basler cameras for the camera tests.
@@ -44,3 +47,15 @@ def onnx_engine(tiny_checkpoint: tuple[Path, dict], tmp_path_factory: pytest.Tem
     path = tmp_path_factory.mktemp("engine") / "memseg.onnx"
     export_artefact(tiny_checkpoint[0], path, FrameSpec(64, 64, "rgb8", max_batch=4), "fp32")
     return path
+
+
+@pytest.fixture(scope="session")
+def part_folder(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real test images in capture order, plus an unreadable file and a frame of the wrong size."""
+    folder = tmp_path_factory.mktemp("parts")
+    images = sorted((brick_dataset / "test").rglob("*.png"))
+    for i, path in enumerate(images):
+        shutil.copy(path, folder / f"{i:03d}_{path.parent.name}.png")
+    (folder / "050_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    cv2.imwrite(str(folder / "051_wrong_size.png"), np.zeros((32, 48, 3), np.uint8))
+    return folder

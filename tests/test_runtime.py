@@ -46,18 +46,6 @@ def station(engine: Path, camera: str, endpoint: str, *extra: str) -> list[str]:
     return [*cli("run_main"), "--engine", str(engine), "--camera", camera, "--publish", endpoint, *extra]
 
 
-@pytest.fixture(scope="module")
-def part_folder(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real test images in capture order, plus an unreadable file and a frame of the wrong size."""
-    folder = tmp_path_factory.mktemp("parts")
-    images = sorted((brick_dataset / "test").rglob("*.png"))
-    for i, path in enumerate(images):
-        shutil.copy(path, folder / f"{i:03d}_{path.parent.name}.png")
-    (folder / "050_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    cv2.imwrite(str(folder / "051_wrong_size.png"), np.zeros((32, 48, 3), np.uint8))
-    return folder
-
-
 def offline_verdicts(engine_path: Path, folder: Path, threshold: float) -> dict[str, tuple[str, float]]:
     """What each readable, right-sized image should get, from the engine run directly."""
     expected = {}

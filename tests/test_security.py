@@ -38,7 +38,8 @@ def received(subscriber: VerdictSubscriber, seconds: float) -> int:
 
 def test_only_the_known_subscriber_receives(keys: dict[str, Path]) -> None:
     endpoint = free_endpoint()
-    publisher = VerdictPublisher(endpoint, "s", curve=CurveServer(keys["station.key_secret"], keys["allow"]))
+    curve = CurveServer(keys["station.key_secret"], keys["allow"])
+    publisher = VerdictPublisher(endpoint, "s", curve=curve)
     known = VerdictSubscriber(endpoint, curve=(keys["plc.key_secret"], keys["station.key"]))
     unknown = VerdictSubscriber(endpoint, curve=(keys["stranger.key_secret"], keys["station.key"]))
     wrong_server = VerdictSubscriber(endpoint, curve=(keys["plc.key_secret"], keys["impostor.key"]))
@@ -55,6 +56,7 @@ def test_only_the_known_subscriber_receives(keys: dict[str, Path]) -> None:
         for s in (known, unknown, wrong_server, plaintext):
             s.close()
         publisher.close(0)
+        curve.stop()
 
 
 def test_missing_keys_stop_start_up(keys: dict[str, Path], tmp_path: Path) -> None:
@@ -88,8 +90,10 @@ def test_edge_run_refuses_half_a_curve_configuration(onnx_engine: Path, keys: di
 
 def test_curve_socket_options_are_really_set(keys: dict[str, Path]) -> None:
     endpoint = free_endpoint()
-    publisher = VerdictPublisher(endpoint, "s", curve=CurveServer(keys["station.key_secret"], keys["allow"]))
+    curve = CurveServer(keys["station.key_secret"], keys["allow"])
+    publisher = VerdictPublisher(endpoint, "s", curve=curve)
     try:
         assert publisher._socket.getsockopt(zmq.MECHANISM) == zmq.CURVE
     finally:
         publisher.close(0)
+        curve.stop()
