@@ -240,6 +240,44 @@ def test_pt2_program_runs_in_the_torch_engine_and_agrees_with_onnx(
     assert read_sidecar(pt2).artefact_format == "pt2"
 
 
+class _RunsCode:
+    """Unpickling this touches a marker file: the harm a pickled payload could do, made visible."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("payload", ["pickled weight", "pickled sample inputs"])
+def test_a_pt2_that_would_unpickle_is_refused_before_torch_reads_it(
+    payload: str, tiny_checkpoint: tuple[Path, dict], onnx_engine: Path, tmp_path: Path
+) -> None:
+    import pickle
+    import zipfile
+
+    pt2 = tmp_path / "memseg.pt2"
+    export_artefact(tiny_checkpoint[0], pt2, read_sidecar(onnx_engine).frame, "fp32", "pt2")
+    sidecar, marker = read_sidecar(pt2), tmp_path / "code-ran"
+    tampered = tmp_path / "tampered.pt2"
+    with zipfile.ZipFile(pt2) as source, zipfile.ZipFile(tampered, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if payload == "pickled weight" and info.filename.endswith("_weights_config.json"):
+                config = json.loads(data)
+                first = next(iter(config["config"].values()))
+                first["use_pickle"] = True
+                data = json.dumps(config).encode()
+            elif payload == "pickled sample inputs" and "/data/sample_inputs/" in info.filename:
+                data = pickle.dumps(_RunsCode(marker))
+            target.writestr(info, data)
+    write_sidecar(tampered, sidecar)  # a consistent-looking artefact: its sidecar matches its bytes
+    with pytest.raises(EngineError, match="pickled|without unpickling"):
+        open_engine(tampered).activate()
+    assert not marker.exists()
+
+
 def test_onnx_with_external_data_is_refused(exported: dict[str, Path], tmp_path: Path) -> None:
     model = onnx.load(str(exported["fp32"]))
     target = tmp_path / "model" / "external.onnx"
