@@ -127,6 +127,18 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _client_curve_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument("--curve-secret", type=Path, help=f"{whose} secret certificate (CURVE)")
+    parser.add_argument("--curve-server", type=Path, help="the station's public certificate (CURVE)")
+
+
+def _client_curve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Path, Path] | None:
+    """(own secret certificate, station's public certificate), None without CURVE; half of it is an error."""
+    if (args.curve_secret is None) != (args.curve_server is None):
+        parser.error("CURVE needs both --curve-secret and --curve-server")
+    return (args.curve_secret, args.curve_server) if args.curve_secret else None
+
+
 def listen_main(argv: Sequence[str] | None = None) -> int:
     """``edge-listen``: print a station's verdicts, detect gaps, summarise."""
     parser = argparse.ArgumentParser(
@@ -140,16 +152,12 @@ def listen_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
     parser.add_argument("--jsonl", type=Path, help="write received verdicts as JSON lines")
     parser.add_argument("--quiet", action="store_true", help="only the summary")
-    parser.add_argument("--curve-secret", type=Path, help="this subscriber's secret certificate (CURVE)")
-    parser.add_argument("--curve-server", type=Path, help="the station's public certificate (CURVE)")
+    _client_curve_arguments(parser, "this subscriber's")
     args = parser.parse_args(argv)
     from edge.listen import listen
     from edge.security import SecurityError
 
-    if (args.curve_secret is None) != (args.curve_server is None):
-        print("edge-listen: error: CURVE needs both --curve-secret and --curve-server", file=sys.stderr)
-        return 2
-    curve = (args.curve_secret, args.curve_server) if args.curve_secret else None
+    curve = _client_curve(parser, args)
     try:
         return listen(args.endpoint, args.station, args.count, args.idle_timeout, args.jsonl, args.quiet, curve)
     except SecurityError as exc:
@@ -195,8 +203,7 @@ def control_main(argv: Sequence[str] | None = None) -> int:
     pause = commands.add_parser("pause", help="judge every frame error(paused) until resume")
     pause.add_argument("--reason", default="")
     commands.add_parser("resume", help="judge frames again")
-    parser.add_argument("--curve-secret", type=Path, help="the operator's secret certificate (CURVE)")
-    parser.add_argument("--curve-server", type=Path, help="the station's public certificate (CURVE)")
+    _client_curve_arguments(parser, "the operator's")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     args = parser.parse_args(argv)
     from edge.client import NoAnswer, request
@@ -207,10 +214,7 @@ def control_main(argv: Sequence[str] | None = None) -> int:
         payload |= {k: v for k, v in (("score", args.score), ("pixel", args.pixel)) if v is not None}
     elif args.command == "pause" and args.reason:
         payload["reason"] = args.reason
-    if (args.curve_secret is None) != (args.curve_server is None):
-        print("edge-control: error: CURVE needs both --curve-secret and --curve-server", file=sys.stderr)
-        return 2
-    curve = (args.curve_secret, args.curve_server) if args.curve_secret else None
+    curve = _client_curve(parser, args)
     try:
         answer = request(args.endpoint, payload, args.timeout, curve)
     except (NoAnswer, SecurityError) as exc:

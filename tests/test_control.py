@@ -20,7 +20,7 @@ from edge.publish import VerdictPublisher
 from edge.scoring import Thresholds
 from edge.security import make_keys
 from edge.sources import FolderSource
-from tests.test_runtime import free_endpoint, station
+from tests.test_runtime import free_endpoint, station, until_final
 
 
 @pytest.mark.parametrize(
@@ -92,11 +92,7 @@ def test_threshold_change_and_pause_on_a_running_line(
             thread.join(timeout=10)
         control.close()
     publisher.status({"state": "stopped", "final": True, "health": pipeline.health})
-    messages = []
-    for kind, payload in subscriber.messages(timeout_s=5):
-        messages.append((kind, payload))
-        if payload.get("final"):
-            break
+    messages = until_final(subscriber)
     subscriber.close()
     publisher.close(0)
     source.close()

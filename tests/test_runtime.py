@@ -137,6 +137,16 @@ class FaultyEngine(Engine):
         return out.score, out.anomaly_map
 
 
+def until_final(subscriber: VerdictSubscriber) -> list[tuple[str, dict]]:
+    """The messages a subscriber receives up to and including the publisher's final status."""
+    messages = []
+    for kind, payload in subscriber.messages(timeout_s=5):
+        messages.append((kind, payload))
+        if payload.get("final"):
+            break
+    return messages
+
+
 def run_in_process(
     engine: Engine, source, endpoint: str, sinks: list | None = None, threshold: float = 0.5, **options
 ) -> tuple[Pipeline, list[tuple[str, dict]]]:
@@ -154,12 +164,7 @@ def run_in_process(
             pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks)
             pipeline.run()
         publisher.status({"state": "stopped", "final": True, "health": pipeline.health})
-        messages = []
-        for kind, payload in subscriber.messages(timeout_s=5):
-            messages.append((kind, payload))
-            if payload.get("final"):
-                break
-        return pipeline, messages
+        return pipeline, until_final(subscriber)
     finally:
         source.close()
         subscriber.close()
