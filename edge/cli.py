@@ -195,16 +195,19 @@ def control_main(argv: Sequence[str] | None = None) -> int:
         "threshold in the sidecar changes only with edge-calibrate. While paused, every frame gets error(paused).",
     )
     parser.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5558")
+    common = argparse.ArgumentParser(add_help=False)  # options every command takes, after its name
+    _client_curve_arguments(common, "the operator's")
+    common.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("status", help="health, thresholds, counters")
-    threshold = commands.add_parser("set-threshold", help="change the image-score and/or pixel threshold")
+    commands.add_parser("status", parents=[common], help="health, thresholds, counters")
+    threshold = commands.add_parser(
+        "set-threshold", parents=[common], help="change the image-score and/or pixel threshold"
+    )
     threshold.add_argument("--score", type=float)
     threshold.add_argument("--pixel", type=float)
-    pause = commands.add_parser("pause", help="judge every frame error(paused) until resume")
+    pause = commands.add_parser("pause", parents=[common], help="judge every frame error(paused) until resume")
     pause.add_argument("--reason", default="")
-    commands.add_parser("resume", help="judge frames again")
-    _client_curve_arguments(parser, "the operator's")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    commands.add_parser("resume", parents=[common], help="judge frames again")
     args = parser.parse_args(argv)
     from edge.client import NoAnswer, request
     from edge.security import SecurityError

@@ -3,6 +3,7 @@ every frame still accounted for; only this machine, or only the operators' CURVE
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -20,6 +21,7 @@ from edge.publish import VerdictPublisher
 from edge.scoring import Thresholds
 from edge.security import make_keys
 from edge.sources import FolderSource
+from tests.test_runtime import cli as command
 from tests.test_runtime import free_endpoint, station, until_final
 
 
@@ -179,8 +181,18 @@ def test_over_curve_only_operators_keys_control_and_subscribers_still_get_snapsh
             request(control, {"command": "resume"}, 1.0)
         status = request(snapshot, {"last": 0}, 5.0, (keys["plc_secret"], keys["station"]))["status"]
         assert status["paused"] == "cleaning" and status["health"] == "paused"
+        for key, expected in (("plc", 2), ("alice", 0)):  # the operator's command line, refused then admitted
+            cli = [*command("control_main"), control, "resume", "--timeout", "2", "--curve-secret"]
+            done = subprocess.run(
+                [*cli, str(keys[f"{key}_secret"]), "--curve-server", str(keys["station"])],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == expected, done.stderr
+        assert json.loads(done.stdout) == {"ok": True, "paused": False}
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     log = process.stderr.read()
-    assert "control from operator alice" in log and log.count("control from") == 1
+    assert "control from operator alice" in log and log.count("control from") == 2
