@@ -108,5 +108,6 @@ def _check(key: str, value, annotation: str):
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f"setting {key!r} must be {'a number' if base == 'float' else 'a ' + base}, got {value!r}")
+        wanted = {"float": "a number", "int": "a whole number", "bool": "true or false"}.get(base, "a text")
+        raise ConfigError(f"setting {key!r} must be {wanted}, got {value!r}")
     return value

@@ -250,10 +250,19 @@ def test_config_file_then_flags_and_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown setting 'queue_sise'"):
         StationConfig.load(path, {})
     path.write_text('engine = "a.onnx"\ncamera = "basler0"\nqueue_size = "many"\n')
-    with pytest.raises(ConfigError, match="'queue_size' must be a int"):
+    with pytest.raises(ConfigError, match="'queue_size' must be a whole number, got 'many'"):
         StationConfig.load(path, {})
     with pytest.raises(ConfigError, match="'camera' is required"):
         StationConfig.load(None, {"engine": "a.onnx"})
+
+
+def test_the_example_station_config_loads_as_shipped_and_with_curve_on(tmp_path: Path) -> None:
+    example = Path(__file__).parents[1] / "deploy" / "station.toml"
+    config = StationConfig.load(example, {})
+    assert (config.trigger, config.control, config.curve_secret) == ("line1", "tcp://127.0.0.1:5558", None)
+    with_curve = tmp_path / "station.toml"
+    with_curve.write_text(example.read_text().replace("# curve_", "curve_").replace("# control_allow", "control_allow"))
+    assert StationConfig.load(with_curve, {}).control_allow == "/etc/edge/operators"
 
 
 def test_second_publisher_on_the_same_port_is_refused() -> None:
