@@ -45,10 +45,11 @@ Every captured frame gets exactly one verdict on verdict/<station>: pass, fail, 
 (unreadable_image, frame_format, overrun, engine_error, invalid_output, ...). Treat a part as a reject until its
 pass arrives. Heartbeats (heartbeat/<station>, every second) carry the counters; status/<station> says when the
 run starts and stops. A finite source (folder without ?loop=1, video) ends the run after its last verdict.
+With --control, operators change the threshold or pause the station with edge-control (paused: error(paused)).
 
 examples:
   edge-run --engine memseg.onnx --camera folder://parts --threshold 0.5 --jsonl -
-  edge-run --config /etc/edge/line3.toml --camera basler://40123456
+  edge-run --config /etc/edge/line3.toml --camera basler://40123456   (example: deploy/station.toml)
 """
 
 
