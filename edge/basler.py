@@ -283,8 +283,8 @@ class BaslerSource(Source):
 
     def _software_trigger(self, timeout: float) -> None:
         pylon, _ = _pylon()
-        if self.settings.fps:
-            self._next_trigger = max(self._next_trigger + 1.0 / self.settings.fps, time.perf_counter() - 1.0)
+        if self.settings.fps:  # one trigger per period; a late one goes now, never a burst to catch up
+            self._next_trigger = max(self._next_trigger + 1.0 / self.settings.fps, time.perf_counter())
             time.sleep(max(0.0, self._next_trigger - time.perf_counter()))
         if self._camera.WaitForFrameTriggerReady(int(timeout * 1000), pylon.TimeoutHandling_Return):
             self._camera.ExecuteSoftwareTrigger()
