@@ -1,6 +1,7 @@
 """Compare, on one machine with the same weights and frames: the authors' way of running MemSeg, our folded
 graph on every backend present (ONNX Runtime CPU; torch FP32, and FP16 with CUDA graphs on a GPU), batch 1 and
-batched, and the floor (FLOPs per frame over the machine's measured peak).
+batched, and the floor: FLOPs and bytes per frame over the machine's measured compute and copy peaks (a
+roofline), and the fraction of it the best way achieves.
 
     python -m benchmarks.compare --checkpoint memseg.pt --frames 50 --out benchmarks/results/cpu
 """
@@ -59,17 +60,47 @@ def flops_per_frame(deployed: DeployedMemSeg, frame: FrameSpec) -> float:
     return float(counter.get_total_flops())
 
 
-def peak_gflops(device: torch.device, dtype: torch.dtype) -> float:
+def bytes_per_frame(deployed: DeployedMemSeg, frame: FrameSpec, batch: int) -> float:
+    """A lower bound on memory traffic per frame: the graph's weights and memory bank, read once per batch, plus
+    the frame in and the score and map out (activations that stay in cache are not counted)."""
+    constants = sum(t.numel() * t.element_size() for t in (*deployed.parameters(), *deployed.buffers()))
+    with torch.no_grad():
+        score, anomaly_map = deployed(torch.zeros((1, *frame.frame_shape()), dtype=torch.uint8))
+    outputs = score.numel() * score.element_size() + anomaly_map.numel() * anomaly_map.element_size()
+    return constants / batch + float(np.prod(frame.frame_shape())) + outputs
+
+
+def peak_bandwidth(device: torch.device, trials: int = 7) -> float:
+    """Measured copy bandwidth in GB/s (bytes read plus bytes written, 256 MB a copy), the best of ``trials``."""
+    a = torch.ones(64 * 2**20, device=device)
+    b = torch.empty_like(a)
+    return 2 * a.numel() * a.element_size() / best_seconds(lambda: b.copy_(a), device, trials) / 1e9
+
+
+def roofline(flops: float, traffic: float, gflops: float, gbs: float) -> float:
+    """The shortest possible time per frame in ms: compute or memory traffic, whichever takes longer."""
+    return max(flops / gflops, traffic / gbs) / 1e6
+
+
+def peak_gflops(device: torch.device, dtype: torch.dtype, trials: int = 7) -> float:
+    """Measured matrix-multiply rate in GFLOP/s, the best of ``trials`` (the least disturbed by other work)."""
     n = 2048 if device.type == "cpu" else 8192
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / best_seconds(lambda: a @ b, device, trials) / 1e9
+
+
+def best_seconds(run, device: torch.device, trials: int) -> float:
+    """The shortest of ``trials`` timed runs of ``run`` after one warm-up."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    a @ b
+    run()
     sync()
-    started = time.perf_counter()
-    for _ in range(5):
-        a @ b
-    sync()
-    return 5 * 2 * n**3 / (time.perf_counter() - started) / 1e9
+    times = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
 def main(argv=None) -> int:
@@ -122,15 +153,25 @@ def main(argv=None) -> int:
                     row(f"folded graph, torch GPU {precision} + CUDA graph", batch, timed(graphed, inputs, sync=sync))
                 )
     flops = flops_per_frame(deployed, frame)
-    peak_cpu = peak_gflops(cpu, torch.float32)
-    floor = {
-        "gflop_per_frame": round(flops / 1e9, 2),
-        "cpu_peak_gflops_fp32": round(peak_cpu, 1),
-        "cpu_floor_ms": round(flops / 1e9 / peak_cpu * 1e3, 2),
-    }
+    # the CPU runs the FP32 graph; a GPU is judged by the FP16 graph, whose weights and bank are half the bytes
+    machines = {"cpu": (deployed, peak_gflops(cpu, torch.float32), peak_bandwidth(cpu))}
     if torch.cuda.is_available():
-        peak = peak_gflops(torch.device("cuda"), torch.float16)
-        floor |= {"gpu_peak_gflops_fp16": round(peak, 1), "gpu_floor_ms": round(flops / 1e9 / peak * 1e3, 4)}
+        gpu = torch.device("cuda")
+        half = DeployedMemSeg(model, frame, "fp16").eval()
+        machines["gpu"] = (half, peak_gflops(gpu, torch.float16), peak_bandwidth(gpu))
+    floor = {"gflop_per_frame": round(flops / 1e9, 2)}
+    for name, (graph, gflops, gbs) in machines.items():
+        traffic = {batch: bytes_per_frame(graph, frame, batch) for batch in (1, args.batch)}
+        floor |= {f"{name}_peak_gflops": round(gflops, 1), f"{name}_peak_gb_per_s": round(gbs, 1)}
+        floor |= {f"{name}_mb_per_frame_batch_{batch}": round(value / 1e6, 2) for batch, value in traffic.items()}
+        for batch in traffic:
+            limit = roofline(flops, traffic[batch], gflops, gbs)
+            best = min(
+                (r["p50"] / r["batch"] for r in rows if name.upper() in r["way"] and r["batch"] == batch), default=None
+            )
+            floor[f"{name}_floor_ms_batch_{batch}"] = round(limit, 4)
+            if best:
+                floor[f"{name}_fraction_of_floor_batch_{batch}"] = round(limit / best, 3)
     result = {
         "machine": machine(),
         "checkpoint": str(args.checkpoint),
