@@ -72,7 +72,8 @@ class BaslerSource(Source):
         self._camera = None
         self._converter = None
         self._next_trigger = 0.0
-        self._missing: deque[Frame] = deque()  # parts without a frame, and a frame held back behind them
+        self._events: deque[Frame] = deque()  # ignored triggers, appended by pylon's event thread
+        self._ready: deque[Frame] = deque()  # frames (and parts without one) in part order, to hand out
         self._last_block_id: int | None = None
         self._overtrigger_handler = None  # pylon calls it from its event thread; keep the reference
         self.overtriggers_counted = False  # whether this camera reports the triggers it ignores
@@ -103,6 +104,8 @@ class BaslerSource(Source):
         pylon, genicam = _pylon()
         try:
             self._camera = pylon.InstantCamera(self._device())
+            if self.settings.trigger != "free":
+                self._camera.GrabCameraEvents.Value = True  # pylon needs this before Open to deliver events
             self._camera.Open()
         except genicam.GenericException as exc:
             raise SourceError(f"{self.uri}: cannot open the camera: {str(exc).strip()}") from exc
@@ -181,75 +184,102 @@ class BaslerSource(Source):
             self._set(["TriggerMode"], "On")
             self._set(["TriggerSource"], "Software" if s.trigger == "software" else s.trigger.capitalize())
 
+    overtrigger_event = "FrameStartOvertrigger"  # the camera event that reports an ignored trigger
+    overtrigger_nodes = OVERTRIGGER_NODES  # the event's timestamp node, by SFNC version
+
     def _watch_overtriggers(self) -> None:
         """Count the triggers the camera ignores while busy (its FrameStartOvertrigger event), where it can."""
         pylon, genicam = _pylon()
         camera, nodes = self._camera, self._camera.GetNodeMap()
-        selector = nodes.GetNode("EventSelector")
-        node = next((name for name in OVERTRIGGER_NODES if nodes.GetNode(name) is not None), None)
-        if selector is None or node is None or "FrameStartOvertrigger" not in camera.EventSelector.Symbolics:
-            self.overtriggers_counted = False
-            log.warning(
-                "%s cannot report frame-trigger overruns (no FrameStartOvertrigger event): a part triggered while "
-                "the camera is busy gets no frame, and this station cannot see it; keep the trigger rate below the "
-                "camera's frame rate",
-                self.uri,
-            )
-            return
-        self._set(["EventSelector"], "FrameStartOvertrigger")
+        node = next((name for name in self.overtrigger_nodes if nodes.GetNode(name) is not None), None)
         try:
-            self._set(["EventNotification"], "On")
-        except SourceError:
-            self._set(["EventNotification"], "GenICamEvent")  # older GigE models (scout, aviator)
-        self._overtrigger_handler = _overtrigger_handler(self)
-        camera.GrabCameraEvents = True
-        camera.RegisterCameraEventHandler(
-            self._overtrigger_handler, node, 0, pylon.RegistrationMode_ReplaceAll, pylon.Cleanup_None
+            offered = (
+                nodes.GetNode("EventSelector") is not None and self.overtrigger_event in camera.EventSelector.Symbolics
+            )
+            if offered and node is not None:
+                self._set(["EventSelector"], self.overtrigger_event)
+                try:
+                    self._set(["EventNotification"], "On")
+                except SourceError:
+                    self._set(["EventNotification"], "GenICamEvent")  # older GigE models (scout, aviator)
+                self._overtrigger_handler = _overtrigger_handler(self)
+                camera.RegisterCameraEventHandler(
+                    self._overtrigger_handler, node, 0, pylon.RegistrationMode_ReplaceAll, pylon.Cleanup_None
+                )
+                self.overtriggers_counted = True
+                return
+            reason = f"no {self.overtrigger_event} event"
+        except (genicam.GenericException, SourceError) as exc:
+            reason = f"its {self.overtrigger_event} event cannot be enabled: {str(exc).strip()}"
+        self.overtriggers_counted = False
+        log.warning(
+            "%s cannot report frame-trigger overruns (%s): a part triggered while the camera is busy gets no "
+            "frame, and this station cannot see it; keep the trigger rate below the camera's frame rate",
+            self.uri,
+            reason,
         )
-        self.overtriggers_counted = True
 
     def overtrigger(self, camera_timestamp: int = 0) -> None:
-        """The camera ignored a frame trigger: that part gets a frame without pixels (called on pylon's event
-        thread; deque appends are thread-safe)."""
+        """The camera ignored a frame trigger: that part gets a frame without pixels. Called on pylon's event
+        thread (deque appends are thread-safe); handed out in part order by the camera's clock."""
         wall = time.time_ns()
-        detail = f"the camera ignored a frame trigger while busy (camera time {camera_timestamp})"
-        self._missing.append(
-            Frame(NO_FRAME, wall, wall, None, "trigger_overrun", detail, self.serial or "", time.perf_counter(), 0)
+        detail = "the camera ignored a frame trigger while busy"
+        self._events.append(
+            Frame(
+                NO_FRAME,
+                wall,
+                wall,
+                None,
+                "trigger_overrun",
+                detail,
+                self.serial or "",
+                time.perf_counter(),
+                camera_timestamp,
+            )
         )
 
-    def _account_block_id(self, frame: Frame) -> Frame:
-        """On triggered lines, frames missing between the previous BlockID and this one come out first."""
-        previous, self._last_block_id = self._last_block_id, frame.frame_id
-        if self.settings.trigger == "free" or previous is None:
-            return frame
-        lost = frame.frame_id - previous - 1
-        if lost <= 0 or lost > MAX_COUNTED_GAP:
-            if lost:
+    def _in_part_order(self, frame: Frame | None) -> None:
+        """Queue ``frame`` (None: none came in time) behind what came before it: frames the camera's counter skipped
+        (triggered lines) and triggers it ignored before this frame's exposure."""
+        if frame is not None and self.settings.trigger != "free":
+            previous = self._last_block_id
+            lost = frame.frame_id - previous - 1 if previous is not None else 0
+            plausible = 0 <= lost <= MAX_COUNTED_GAP
+            if frame.pixels is not None or plausible:  # a failed grab's id may be garbage: then it is not used
+                self._last_block_id = frame.frame_id
+            if plausible and lost:
+                detail = "the camera's frame counter skipped it: lost between camera and host"
+                for block_id in range(previous + 1, frame.frame_id):
+                    self._ready.append(
+                        Frame(
+                            block_id,
+                            frame.t_receive_ns,
+                            frame.t_receive_ns,
+                            None,
+                            "frame_lost",
+                            detail,
+                            self.serial or "",
+                            frame.t_received,
+                        )
+                    )
+            elif not plausible and frame.pixels is not None:
                 log.info("%s: frame counter went from %d to %d (reset or wrap)", self.uri, previous, frame.frame_id)
-            return frame
-        for block_id in range(previous + 1, frame.frame_id):
-            detail = "the camera's frame counter skipped it: lost between camera and host"
-            self._missing.append(
-                Frame(
-                    block_id,
-                    frame.t_receive_ns,
-                    frame.t_receive_ns,
-                    None,
-                    "frame_lost",
-                    detail,
-                    self.serial or "",
-                    frame.t_received,
-                )
-            )
-        self._missing.append(frame)
-        return self._missing.popleft()
+        # An ignored trigger goes before the frame exposed after it; without both clocks, before the frame.
+        while self._events and (
+            frame is None
+            or not (self._events[0].camera_timestamp and frame.camera_timestamp)
+            or self._events[0].camera_timestamp < frame.camera_timestamp
+        ):
+            self._ready.append(self._events.popleft())
+        if frame is not None:
+            self._ready.append(frame)
 
     # -- grabbing --------------------------------------------------------------------------------------------
     def read(self, timeout: float = 1.0) -> Frame:
         pylon, genicam = _pylon()
         camera = self._camera
-        if self._missing:
-            return self._missing.popleft()
+        if self._ready:
+            return self._ready.popleft()
         if camera is None or not camera.IsOpen() or camera.IsCameraDeviceRemoved():
             raise CameraLost(f"{self.uri}: the camera is gone")
         try:
@@ -259,6 +289,9 @@ class BaslerSource(Source):
         except genicam.GenericException as exc:
             raise CameraLost(f"{self.uri}: {str(exc).strip()}") from exc
         if result is None or not result.IsValid():
+            self._in_part_order(None)  # no frame coming: ignored triggers need not wait for one
+            if self._ready:
+                return self._ready.popleft()
             raise TimeoutError(f"{self.uri}: no frame within {timeout:.1f} s")
         wall, perf = time.time_ns(), time.perf_counter()
         try:
@@ -279,7 +312,8 @@ class BaslerSource(Source):
                 )
         finally:
             result.Release()
-        return self._account_block_id(frame)
+        self._in_part_order(frame)
+        return self._ready.popleft()
 
     def _software_trigger(self, timeout: float) -> None:
         pylon, _ = _pylon()
@@ -313,10 +347,12 @@ def _overtrigger_handler(source: BaslerSource):
 
     class OvertriggerHandler(pylon.CameraEventHandler):
         def OnCameraEvent(self, camera, user_id, node) -> None:  # noqa: N802 (pylon's name)
+            ticks = 0
             try:
-                ticks = int(genicam.CIntegerPtr(node).GetValue()) if node is not None else 0
-            except genicam.GenericException:
-                ticks = 0
-            source.overtrigger(ticks)
+                ticks = int(node.GetValue())  # the event's timestamp node, an integer parameter
+            except Exception:  # on pylon's thread: the part is counted whatever the node says
+                pass
+            finally:
+                source.overtrigger(ticks)
 
     return OvertriggerHandler()

@@ -146,6 +146,36 @@ def test_ignored_triggers_and_lost_frames_become_error_verdicts(
     assert pipeline.counters.errors == {"trigger_overrun": 1, "frame_lost": 2}
 
 
+class ExposureEndAsOvertrigger(BaslerSource):
+    """The emulator has no FrameStartOvertrigger event but does send ExposureEnd events: wired the same way, they
+    drive pylon's real event path (GrabCameraEvents, EventSelector, EventNotification, the registered handler)."""
+
+    overtrigger_event = "ExposureEnd"
+    overtrigger_nodes = ("EventExposureEndTimestamp", "ExposureEndEventTimestamp")
+
+
+def test_camera_events_reach_the_source_through_pylon_and_each_becomes_an_error_frame(camera_images: Path) -> None:
+    settings = CameraSettings(64, 64, "rgb8", trigger="software", emulator_images=str(camera_images))
+    source = ExposureEndAsOvertrigger("basler0", 0, None, settings)
+    source.open()
+    try:
+        assert source.overtriggers_counted
+        frames = []
+        deadline = time.monotonic() + 20
+        while len([f for f in frames if f.pixels is not None]) < 6 and time.monotonic() < deadline:
+            try:
+                frames.append(source.read(timeout=1.0))  # each read triggers one exposure
+            except TimeoutError:
+                continue
+    finally:
+        source.close()
+    images = [f for f in frames if f.pixels is not None]
+    events = [f for f in frames if f.error == "trigger_overrun"]
+    # one event per exposure (it comes before its image), each handed out as a part without a frame
+    assert len(images) == 6 and len(events) >= 5
+    assert all(f.frame_id == -1 and f.pixels is None for f in events)
+
+
 def test_a_camera_lost_mid_stream_reconnects_and_every_frame_is_accounted(
     onnx_engine: Path, camera_images: Path
 ) -> None:
