@@ -210,6 +210,8 @@ def control_main(argv: Sequence[str] | None = None) -> int:
     pause.add_argument("--reason", default="")
     commands.add_parser("resume", parents=[common], help="judge frames again")
     args = parser.parse_args(argv)
+    import zmq
+
     from edge.client import NoAnswer, request
     from edge.security import SecurityError
 
@@ -223,6 +225,17 @@ def control_main(argv: Sequence[str] | None = None) -> int:
         answer = request(args.endpoint, payload, args.timeout, curve)
     except (NoAnswer, SecurityError) as exc:
         print(f"edge-control: error: {exc}", file=sys.stderr)
+        return 2
+    except zmq.ZMQError as exc:
+        print(
+            f"edge-control: error: {args.endpoint}: {exc} (write it as tcp://HOST:PORT or ipc://PATH)", file=sys.stderr
+        )
+        return 2
+    except ValueError as exc:
+        print(
+            f"edge-control: error: {args.endpoint} did not answer in JSON ({exc}): is it a control socket?",
+            file=sys.stderr,
+        )
         return 2
     print(json.dumps(answer, indent=2))
     return 0 if answer.get("ok") else 1

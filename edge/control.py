@@ -127,23 +127,36 @@ class ControlServer:
         return " ".join(part for part in (f"operator {name}" if name else "", address or "local") if part)
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            if not self._socket.poll(200):
-                continue
-            frame = self._socket.recv(copy=False)
-            who = self._who(frame)
-            try:
-                request = parse_request(frame.bytes)
-            except ValueError as exc:
-                log.warning("control request from %s refused: %s", who, exc)
-                answer = {"ok": False, "error": str(exc)}
-            else:
-                answer = self._apply(request, who)
-                if request["command"] != "status":
-                    log.info("control from %s: %s → %s", who, json.dumps(request), json.dumps(answer))
-            self._socket.send(json.dumps(answer).encode())
+        """Answer every request, whatever it is (REP must answer before it can receive again); the socket is this
+        thread's, closed by it at the end."""
+        try:
+            while not self._stop.is_set():
+                if not self._socket.poll(200):
+                    continue
+                parts = self._socket.recv_multipart(copy=False)
+                who = self._who(parts[0])
+                self._socket.send(json.dumps(self._answer(parts, who)).encode())
+        finally:
+            self._socket.close(0)
+
+    def _answer(self, parts: list, who: str) -> dict:
+        try:
+            if len(parts) != 1:
+                raise ValueError(f"send one message part, not {len(parts)}")
+            request = parse_request(parts[0].bytes)
+        except ValueError as exc:
+            log.warning("control request from %s refused: %s", who, exc)
+            return {"ok": False, "error": str(exc)}
+        try:
+            answer = self._apply(request, who)
+        except Exception as exc:  # the operator gets an answer, and the control thread lives on
+            log.error("control request from %s failed: %s", who, exc)
+            return {"ok": False, "error": f"the station could not carry it out: {exc}"}
+        if request["command"] != "status":
+            log.info("control from %s: %s → %s", who, json.dumps(request), json.dumps(answer))
+        return answer
 
     def close(self) -> None:
+        """Stop serving; waits for a request being carried out (at most the pipeline's 2 s) to be answered."""
         self._stop.set()
-        self._thread.join(timeout=2)
-        self._socket.close(0)
+        self._thread.join()

@@ -66,7 +66,7 @@ class RejectStore:
         self._files = deque((p, p.stat().st_size) for p in existing)
         self._bytes = sum(size for _, size in self._files)
         self.saved = self.dropped = self.failed = self.evicted_for_space = 0
-        self._last_error_report = 0.0
+        self._last_error_report = float("-inf")  # the first error is always reported
         self._queue: queue.Queue = queue.Queue(maxsize=16)
         self._thread = threading.Thread(target=self._work, name="rejects", daemon=True)
         self._thread.start()

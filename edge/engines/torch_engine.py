@@ -1,8 +1,8 @@
 """torch: a ``torch.export`` program (``.pt2``) on a GPU, for machines without TensorRT; CPU as a fallback.
 
-On a GPU each batch size runs as one captured CUDA graph (captured on its first use; the station's warm-up
-captures the max batch), fed and emptied through pinned host buffers. The precision is the program's own
-(``edge-export --precision fp16`` makes an FP16 graph with FP32 islands).
+On a GPU each batch size from 1 to the artefact's max batch runs as one CUDA graph, all captured at activation
+(a capture on the line would stall it) into one shared memory pool, fed and emptied through pinned host buffers.
+The precision is the program's own (``edge-export --precision fp16`` makes an FP16 graph with FP32 islands).
 
 ``torch.export.load`` unpickles some payloads (tensor subclasses, script or opaque objects, legacy weight files,
 and sample inputs the safe loader refuses), and unpickling runs code. An archive holding any of them is refused
@@ -57,6 +57,15 @@ class GraphedModule:
 
         self._torch, self.module, self.device = torch, module, device
         self._graphs: dict[int, tuple] = {}  # batch size → (host in, device in, graph, device outs, host outs)
+        # One pool for all the graphs: safe because they never run at once and each one's outputs are copied
+        # out before the next replay.
+        self._pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
+
+    def capture(self, frame_shape: tuple[int, ...], max_batch: int) -> None:
+        """Capture the graphs of every batch size up to ``max_batch`` now (a no-op on a CPU)."""
+        if self.device.type == "cuda":
+            for batch in range(1, max_batch + 1):
+                self._graphs.setdefault(batch, self._capture((batch, *frame_shape)))
 
     def _capture(self, shape: tuple[int, ...]) -> tuple:
         torch = self._torch
@@ -70,7 +79,7 @@ class GraphedModule:
                     self.module(static_in)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, pool=self._pool):
                 outputs = self.module(static_in)
         host_out = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outputs)
         return host_in, static_in, graph, outputs, host_out
@@ -110,6 +119,10 @@ class TorchEngine(Engine):
         except Exception as exc:  # torch raises many types for a bad archive
             raise EngineError(f"torch cannot load {self.path}: {str(exc)[:300]}") from exc
         self._run = GraphedModule(module, self.device)
+        try:
+            self._run.capture(self.frame.frame_shape(), self.frame.max_batch)
+        except Exception as exc:  # out of memory, or an op that cannot be captured
+            raise EngineError(f"cannot capture CUDA graphs for {self.path.name}: {str(exc)[:300]}") from exc
 
     def _deactivate(self) -> None:
         self._run = None
