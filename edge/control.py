@@ -90,7 +90,7 @@ class ControlServer:
     """Serves control requests from its own thread; ``apply`` carries a valid request out and returns the answer."""
 
     def __init__(self, endpoint: str, apply: Callable[[dict, str], dict], curve: CurveServer | None = None) -> None:
-        self.endpoint, self._apply = endpoint, apply
+        self._apply = apply
         use_curve = curve is not None and curve.control_allow is not None
         if not is_local(endpoint) and not use_curve:
             raise ControlError(
