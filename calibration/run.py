@@ -116,7 +116,7 @@ def calibrate(
         engine_sha256=engine.sidecar.sha256,
         good_folder=str(good),
         bad_folder=str(bad) if bad is not None else None,
-        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     if report is not None:
         from calibration.report import write_report

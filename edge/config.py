@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from edge.control import is_local
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6): the same parser, published as tomli
+    import tomli as tomllib
 
 
 class ConfigError(Exception):

@@ -114,7 +114,7 @@ def build_plan(
             "workspace_mb": workspace_mb,
             "strongly_typed": True,
             "build_seconds": round(seconds, 2),
-            "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
         calibration=None,
         calibration_history=[],

@@ -116,7 +116,7 @@ def export_artefact(
             "attention_scale": deployed.attention_scale,
             **precision_check,
         },
-        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         software_version=edge.__version__,
     )
     write_sidecar(out, sidecar)
