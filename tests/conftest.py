@@ -1,4 +1,4 @@
-"""Shared fixtures: a small real-texture dataset made once per test session."""
+"""Shared fixtures: a small real-texture dataset made once per pytest run."""
 
 from __future__ import annotations
 
