@@ -24,7 +24,7 @@ from edge.engines import open_engine
 from edge.engines.torch_engine import GraphedModule
 from edge.sidecar import FrameSpec
 from export.checkpoint import load_model
-from export.deploy import DeployedMemSeg
+from export.models.memseg.deploy import DeployedMemSeg
 from export.exporter import export_artefact
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from export.memory import smooth
-from export.models.memseg import MemSeg, anomaly_map
-from export.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from export.nn.memory import smooth
+from export.models.memseg.network import MemSeg, anomaly_map
+from export.data.batches import IMAGENET_MEAN, IMAGENET_STD
 
 
 class ReferenceMemSeg:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from export.backbone import untrained_trunk
+from export.nn.trunk import untrained_trunk
 from export.errors import CheckpointError
-from export.models.memseg import MemSeg, MemSegConfig
+from export.models.memseg.network import MemSeg, MemSegConfig
 
 FORMAT = "edge-inspect-checkpoint"
 FORMAT_VERSION = 1

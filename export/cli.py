@@ -34,7 +34,7 @@ def _run(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.
 
 def dataset_main(argv: Sequence[str] | None = None) -> int:
     """``edge-dataset``: write an MVTec-style dataset made from scikit-image's texture photographs."""
-    from export.texture_dataset import DEFECT_KINDS, TEXTURES
+    from export.data.texture_dataset import DEFECT_KINDS, TEXTURES
 
     parser = argparse.ArgumentParser(
         prog="edge-dataset",
@@ -51,7 +51,7 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
 
     def body(args: argparse.Namespace) -> int:
-        from export.texture_dataset import make_texture_dataset
+        from export.data.texture_dataset import make_texture_dataset
 
         try:
             summary = make_texture_dataset(

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from export.checkpoint import load_model
-from export.data import GOOD, TestSample, load_test_set
+from export.data.images import GOOD, TestSample, load_test_set
 from export.devices import resolve_device
 from export.metrics import auroc, f1_max, pixel_auroc, pro_auc
-from export.models.memseg import MemSeg, anomaly_map
-from export.preprocess import to_batch
-from export.scoring import top_k_mean
+from export.models.memseg.network import MemSeg, anomaly_map
+from export.data.batches import to_batch
+from export.graph.score_head import top_k_mean
 
 
 @torch.no_grad()

@@ -13,9 +13,9 @@ import edge
 from edge.frames import frames_from_images
 from edge.sidecar import FrameSpec, Sidecar, sha256_file, write_sidecar
 from export.checkpoint import load_model
-from export.deploy import DeployedMemSeg
+from export.models.memseg.deploy import DeployedMemSeg
 from export.errors import UserError
-from export.precision import compare_layers, format_report
+from export.graph.precision import compare_layers, format_report
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,15 @@ import torch
 from tqdm import tqdm
 
 from edge.sidecar import sha256_file
-from export.backbone import Trunk, load_resnet18
+from export.nn.trunk import Trunk, load_resnet18
 from export.checkpoint import save_checkpoint
-from export.data import load_good_images
+from export.data.images import load_good_images
 from export.devices import resolve_device
 from export.errors import DataError
-from export.losses import memseg_loss
-from export.models.memseg import MemSeg, MemSegConfig
-from export.preprocess import to_batch
-from export.simulation import DefectSimulator
+from export.nn.losses import memseg_loss
+from export.models.memseg.network import MemSeg, MemSegConfig
+from export.data.batches import to_batch
+from export.data.simulation import DefectSimulator
 
 log = logging.getLogger(__name__)
 

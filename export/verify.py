@@ -18,11 +18,11 @@ from edge.frames import frames_from_images
 from edge.sidecar import FrameSpec, Sidecar
 from edge.sources import IMAGE_SUFFIXES
 from export.checkpoint import load_model
-from export.data import read_image
-from export.deploy import FramePreprocess
+from export.data.images import read_image
+from export.models.memseg.deploy import FramePreprocess
 from export.errors import DataError, UserError
-from export.models.memseg import anomaly_map
-from export.scoring import top_k_mean
+from export.models.memseg.network import anomaly_map
+from export.graph.score_head import top_k_mean
 
 DEFAULT_THRESHOLD = 0.5  # without calibration: half the defect probability
 TOLERANCES = {"fp32": {"map": 1e-4, "score": 1e-4}, "fp16": {"map": 0.1, "score": 1e-2}}

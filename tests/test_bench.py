@@ -12,7 +12,7 @@ from benchmarks.reference_memseg import ReferenceMemSeg
 from edge.bench import run_bench
 from edge.sidecar import FrameSpec
 from export.checkpoint import load_model
-from export.deploy import DeployedMemSeg
+from export.models.memseg.deploy import DeployedMemSeg
 
 
 def test_the_reference_way_computes_what_the_folded_graph_computes(tiny_checkpoint: tuple[Path, dict]) -> None:

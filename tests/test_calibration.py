@@ -52,7 +52,7 @@ def test_too_few_good_images_names_the_minimum() -> None:
 @pytest.fixture(scope="module")
 def calibration_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Good images for calibration and held out, and bad images, all from the brick photo at 64 px."""
-    from export.texture_dataset import make_texture_dataset
+    from export.data.texture_dataset import make_texture_dataset
 
     root = tmp_path_factory.mktemp("calib")
     make_texture_dataset(

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from export.data import load_good_images, load_test_set, read_image
+from export.data.images import load_good_images, load_test_set, read_image
 from export.errors import DataError
 
 

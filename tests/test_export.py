@@ -17,12 +17,12 @@ from edge.engines import EngineError, open_engine
 from edge.engines.tensorrt_engine import build_mismatch
 from edge.sidecar import FrameSpec, SidecarError, read_sidecar, sidecar_path, write_sidecar
 from export.checkpoint import load_model
-from export.deploy import DeployedMemSeg, FramePreprocess, power_of_two_above
+from export.models.memseg.deploy import DeployedMemSeg, FramePreprocess, power_of_two_above
 from export.exporter import export_artefact
-from export.folding import fold_batchnorm
-from export.models.memseg import anomaly_map
-from export.preprocess import to_batch
-from export.scoring import top_k_mean
+from export.graph.folding import fold_batchnorm
+from export.models.memseg.network import anomaly_map
+from export.data.batches import to_batch
+from export.graph.score_head import top_k_mean
 from export.verify import verify
 
 FRAME = FrameSpec(96, 80, "mono8", roi=(8, 4, 80, 72), max_batch=3)

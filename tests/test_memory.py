@@ -2,7 +2,7 @@
 
 import torch
 
-from export.memory import MemoryBank, nearest_difference, smooth
+from export.nn.memory import MemoryBank, nearest_difference, smooth
 
 
 def naive_nearest(features: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

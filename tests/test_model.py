@@ -5,11 +5,11 @@ import warnings
 import pytest
 import torch
 
-from export.backbone import RANDOM_INIT_WARNING, Trunk, load_resnet18, untrained_trunk
+from export.nn.trunk import RANDOM_INIT_WARNING, Trunk, load_resnet18, untrained_trunk
 from export.errors import CheckpointError
-from export.losses import focal_loss, memseg_loss
-from export.models.memseg import MemSeg, MemSegConfig, anomaly_map
-from export.scoring import top_k_mean
+from export.nn.losses import focal_loss, memseg_loss
+from export.models.memseg.network import MemSeg, MemSegConfig, anomaly_map
+from export.graph.score_head import top_k_mean
 
 
 def small_model(train_trunk: bool = False, size: int = 64) -> MemSeg:
@@ -53,8 +53,8 @@ def test_trainable_trunk_still_keeps_shallow_batchnorm_in_eval_mode() -> None:
 
 def test_an_input_equal_to_a_memory_image_has_zero_differences() -> None:
     model = small_model().eval()
-    from export.memory import smooth
-    from export.preprocess import normalise
+    from export.nn.memory import smooth
+    from export.data.batches import normalise
 
     image = normalise(model.memory_images[1:2].permute(0, 3, 1, 2))
     features = smooth(model.trunk.shallow(image)[1])

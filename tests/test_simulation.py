@@ -1,4 +1,4 @@
-"""Tests for export.simulation (MemSeg anomaly simulation)."""
+"""Tests for export.data.simulation (MemSeg anomaly simulation)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from export import simulation
-from export.simulation import (
+from export.data import simulation
+from export.data.simulation import (
     DefectSimulator,
     blend,
     color_jitter,

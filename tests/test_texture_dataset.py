@@ -1,4 +1,4 @@
-"""Tests for export.texture_dataset: MVTec-style folders cut from scikit-image texture photos."""
+"""Tests for export.data.texture_dataset: MVTec-style folders cut from scikit-image texture photos."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from export.texture_dataset import (
+from export.data.texture_dataset import (
     DEFECT_KINDS,
     MARKER_NAME,
     TEXTURES,

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from export.backbone import Trunk
-from export.memory import MemoryBank, smooth
-from export.models.blocks import ConvBNReLU, CoordinateAttention, upsample2x
-from export.preprocess import normalise
+from export.nn.trunk import Trunk
+from export.nn.memory import MemoryBank, smooth
+from export.nn.blocks import ConvBNReLU, CoordinateAttention, upsample2x
+from export.data.batches import normalise
 
 SCALE_CHANNELS = (64, 128, 256)  # ResNet18 layer1…layer3
 

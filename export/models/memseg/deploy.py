@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.sidecar import FrameSpec
-from export.folding import fold_batchnorm, scale_input_channels
-from export.memory import smooth
-from export.models.blocks import upsample2x
-from export.models.memseg import SCALE_CHANNELS, MemSeg
-from export.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalise
+from export.graph.folding import fold_batchnorm, scale_input_channels
+from export.nn.memory import smooth
+from export.nn.blocks import upsample2x
+from export.models.memseg.network import SCALE_CHANNELS, MemSeg
+from export.data.batches import IMAGENET_MEAN, IMAGENET_STD, normalise
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 
