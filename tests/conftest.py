@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -27,25 +28,31 @@ def brick_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A MemSeg checkpoint trained for 40 iterations at 64 px on the brick set, and its training summary."""
-    from export.train import TrainOptions, train
+    from export.train import train
 
     out = tmp_path_factory.mktemp("ckpt") / "memseg.pt"
-    options = TrainOptions(
-        data=brick_dataset, out=out, image_size=64, memory_samples=3, iterations=40, batch_size=4, seed=0
-    )
+    values = {"image_size": 64, "memory_samples": 3, "iterations": 40, "batch_size": 4}
     with pytest.warns(UserWarning, match="random initialisation"):
-        summary = train(options, progress=False)
+        summary = train("memseg", brick_dataset, out, values, device="cpu", seed=0, progress=False)
     return out, summary
 
 
 @pytest.fixture(scope="session")
-def onnx_engine(tiny_checkpoint: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint exported to an FP32 ONNX taking 64×64 RGB frames, batch up to 4."""
+def onnx_engine(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The tiny checkpoint exported to an FP32 ONNX taking 64×64 RGB frames, batch up to 4. Where torch is not
+    installed (the line side alone), the colour-distance model of ``tests/colour_model.py`` fitted on the same
+    good images stands in for it, so the line-side tests run there too."""
     from edge.sidecar import FrameSpec
-    from export.exporter import export_artefact
 
     path = tmp_path_factory.mktemp("engine") / "memseg.onnx"
-    export_artefact(tiny_checkpoint[0], path, FrameSpec(64, 64, "rgb8", max_batch=4), "fp32")
+    frame = FrameSpec(64, 64, "rgb8", max_batch=4)
+    if importlib.util.find_spec("torch") is None:
+        from tests.colour_model import write_colour_model
+
+        return write_colour_model(brick_dataset / "train" / "good", path, frame)
+    from export.exporter import export_artefact
+
+    export_artefact(request.getfixturevalue("tiny_checkpoint")[0], path, frame, "fp32")
     return path
 
 
