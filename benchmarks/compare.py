@@ -24,8 +24,8 @@ from edge.engines import open_engine
 from edge.engines.torch_engine import GraphedModule
 from edge.sidecar import FrameSpec
 from export.checkpoint import load_model
-from export.models.memseg.deploy import DeployedMemSeg
 from export.exporter import export_artefact
+from export.graph.deployable import DeployableGraph
 
 
 def timed(run, inputs: list, warmup: int = 3, sync=lambda: None) -> list[float]:
@@ -51,7 +51,7 @@ def row(name: str, batch: int, times: list[float]) -> dict:
     }
 
 
-def flops_per_frame(deployed: DeployedMemSeg, frame: FrameSpec) -> float:
+def flops_per_frame(deployed: DeployableGraph, frame: FrameSpec) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -60,7 +60,7 @@ def flops_per_frame(deployed: DeployedMemSeg, frame: FrameSpec) -> float:
     return float(counter.get_total_flops())
 
 
-def bytes_per_frame(deployed: DeployedMemSeg, frame: FrameSpec, batch: int) -> float:
+def bytes_per_frame(deployed: DeployableGraph, frame: FrameSpec, batch: int) -> float:
     """A lower bound on memory traffic per frame: the graph's weights and memory bank, read once per batch, plus
     the frame in and the score and map out (activations that stay in cache are not counted)."""
     constants = sum(t.numel() * t.element_size() for t in (*deployed.parameters(), *deployed.buffers()))
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     cpu = torch.device("cpu")
     reference = ReferenceMemSeg(load_model(args.checkpoint)[0], cpu)
     rows.append(row("authors' way, torch CPU", 1, timed(reference, list(frames))))
-    deployed = DeployedMemSeg(model, frame, "fp32").eval()
+    deployed = DeployableGraph(model, frame, "fp32").eval()
     with torch.no_grad():
         rows.append(
             row("folded graph, torch CPU FP32", 1, timed(lambda f: deployed(torch.from_numpy(f[None])), list(frames)))
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
             )
         )
         for precision in ("fp32", "fp16"):
-            graphed = GraphedModule(DeployedMemSeg(model, frame, precision).eval().to(gpu), gpu)
+            graphed = GraphedModule(DeployableGraph(model, frame, precision).eval().to(gpu), gpu)
             for batch in (1, args.batch):
                 inputs = [f[None] for f in frames] if batch == 1 else batches
                 rows.append(
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     machines = {"cpu": (deployed, peak_gflops(cpu, torch.float32), peak_bandwidth(cpu))}
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
-        half = DeployedMemSeg(model, frame, "fp16").eval()
+        half = DeployableGraph(model, frame, "fp16").eval()
         machines["gpu"] = (half, peak_gflops(gpu, torch.float16), peak_bandwidth(gpu))
     floor = {"gflop_per_frame": round(flops / 1e9, 2)}
     for name, (graph, gflops, gbs) in machines.items():

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from export.nn.memory import smooth
-from export.models.memseg.network import MemSeg, anomaly_map
 from export.data.batches import IMAGENET_MEAN, IMAGENET_STD
+from export.models.memseg.network import MemSeg
+from export.nn.memory import smooth
 
 
 class ReferenceMemSeg:
@@ -48,7 +48,7 @@ class ReferenceMemSeg:
         concatenated = [
             torch.cat([f * model.config.feature_scale, d], dim=1) for f, d in zip(features, differences, strict=True)
         ]
-        fused = model.fusion(concatenated, differences)
+        fused = model.fusion(concatenated, model.spatial_attention(differences))
         logits = model.decoder(deepest, [fused[2], fused[1], fused[0], stem])
-        amap = anomaly_map(logits)[0].cpu().numpy()
+        amap = torch.softmax(logits, dim=1)[0, 1].cpu().numpy()
         return float(np.sort(amap.ravel())[-model.config.top_k :].mean()), amap

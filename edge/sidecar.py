@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +80,37 @@ class FrameSpec:
         )
 
 
+SCORE_KINDS = ("probability", "distance")
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """What the score and the map are: ``probability`` (in [0, 1]) or ``distance`` (non-negative, unbounded), and
+    the score head that made the image score from the map. Maps are displayed with the pixel threshold in the
+    middle of the colour scale (:mod:`edge.heatmap`), whatever their kind."""
+
+    kind: str = "probability"
+    head: str = "top_k_mean"
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCORE_KINDS:
+            raise ValueError(f"score kind {self.kind!r}: use one of {', '.join(SCORE_KINDS)}")
+
+    @property
+    def bounded(self) -> bool:
+        return self.kind == "probability"
+
+    def check_threshold(self, name: str, value: float) -> str | None:
+        """Why ``value`` cannot be a threshold for these scores, or None."""
+        if not math.isfinite(value):
+            return f"{name} {value}: give a finite number"
+        if self.bounded and not 0.0 <= value <= 1.0:
+            return f"{name} {value}: this model's scores are probabilities, give a value in [0, 1]"
+        if value < 0.0:
+            return f"{name} {value}: this model's scores are distances (never negative), give a value ≥ 0"
+        return None
+
+
 @dataclass
 class Sidecar:
     """Everything the line needs to know about one artefact."""
@@ -89,7 +121,8 @@ class Sidecar:
     frame: FrameSpec
     outputs: dict[str, dict]  # name → {"shape": [...], "dtype": "..."}
     model_size: int
-    memory_samples: int
+    score: ScoreSpec = field(default_factory=ScoreSpec)
+    model_details: dict = field(default_factory=dict)  # memory size, trunk, … (for people; the line ignores it)
     sha256: str = ""
     source: dict = field(default_factory=dict)  # {"path", "sha256"} of the checkpoint or ONNX it came from
     training: dict = field(default_factory=dict)
@@ -103,6 +136,7 @@ class Sidecar:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["frame"] = asdict(self.frame)
+        data["score"] = asdict(self.score)
         return data
 
     @classmethod
@@ -110,6 +144,9 @@ class Sidecar:
         try:
             values = dict(data)
             values["frame"] = FrameSpec.from_dict(values["frame"])
+            values["score"] = ScoreSpec(**values.get("score", {}))  # sidecars before the field: probabilities
+            if "memory_samples" in values:  # sidecars before model_details
+                values.setdefault("model_details", {})["memory_samples"] = values.pop("memory_samples")
             return cls(**values)
         except (KeyError, TypeError, ValueError) as exc:
             raise SidecarError(f"sidecar fields are not valid: {exc}") from exc
@@ -139,8 +176,8 @@ def read_sidecar(artefact: Path, verify: bool = True) -> Sidecar:
         raise SidecarError(f"artefact not found: {artefact}")
     if not path.is_file():
         raise SidecarError(
-            f"{artefact} has no sidecar {path.name}: artefacts are used only with the metadata written next "
-            "to them by edge-export or edge-build; export or build it again"
+            f"{artefact} has no sidecar {path.name} beside it: the sidecar travels with its artefact (copy "
+            f"{path.name} into the same folder), or export or build it again"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

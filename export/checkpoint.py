@@ -1,33 +1,33 @@
-"""Checkpoints: the model's weights, its config, its memory images and how it was trained, in one file.
+"""Checkpoints: which model, its config, its weights (and whatever buffers it keeps, such as memory images) and
+how it was trained, in one file.
 
 Saved with ``torch.save`` and read with ``weights_only=True``: nothing in a checkpoint is unpickled as code.
-The memory images travel inside the state dict, so the memory bank is rebuilt from them with the final weights.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
 
-from export.nn.trunk import untrained_trunk
 from export.errors import CheckpointError
-from export.models.memseg.network import MemSeg, MemSegConfig
+from export.models import get_spec
+from export.models.base import AnomalyModel
 
 FORMAT = "edge-inspect-checkpoint"
 FORMAT_VERSION = 1
-MODELS = ("memseg",)
 
 
-def save_checkpoint(path: Path, model: MemSeg, training: dict, metrics: dict | None = None) -> None:
+def save_checkpoint(path: Path, name: str, model: AnomalyModel, training: dict, metrics: dict | None = None) -> None:
     """Write atomically (temporary file, then rename): a crash never leaves half a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": "memseg",
+        "model": name,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "training": training,
@@ -45,10 +45,14 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle error, …: torch raises many types
+    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc.__class__.__name__}: {str(exc)[:200]}. "
-            "The file is damaged or not a checkpoint made by edge-train; train again or copy it again"
+            f"cannot read checkpoint {path}: the file is damaged or truncated ({type(exc).__name__}); "
+            "copy it again or train again with edge-train"
+        ) from exc
+    except Exception as exc:  # the safe unpickler refusing a payload, or anything else torch raises
+        raise CheckpointError(
+            f"{path} is not a checkpoint made by edge-train ({type(exc).__name__}); give the .pt that edge-train wrote"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint made by edge-train")
@@ -57,21 +61,19 @@ def read_checkpoint(path: Path) -> dict:
             f"{path} has checkpoint format {payload.get('format_version')}, this version reads "
             f"{FORMAT_VERSION}: use the edge-inspect version that wrote it"
         )
-    if payload.get("model") not in MODELS:
-        raise CheckpointError(f"{path} holds model {payload.get('model')!r}; supported: {', '.join(MODELS)}")
+    try:
+        get_spec(str(payload.get("model")))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     return payload
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[MemSeg, dict]:
-    """The model in eval mode on ``device`` with its memory rebuilt, and the checkpoint's contents."""
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[AnomalyModel, dict]:
+    """The model in eval mode on ``device``, and the checkpoint's contents."""
     payload = read_checkpoint(path)
+    spec = get_spec(payload["model"])
     try:
-        config = MemSegConfig(**payload["config"])
-        state = payload["state_dict"]
-        model = MemSeg(config, untrained_trunk(), state["memory_images"])
-        model.load_state_dict(state)
+        model = spec.load(spec.config(**payload["config"]), payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} does not match the MemSeg model: {str(exc)[:300]}") from exc
-    model.to(device).eval()
-    model.refresh_memory()
-    return model, payload
+        raise CheckpointError(f"{path} does not match the {spec.name} model: {str(exc)[:300]}") from exc
+    return model.to(device).eval(), payload

@@ -6,9 +6,11 @@ Each prints a clear ``error:`` line and exits with status 2 for problems the use
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import typing
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,68 +74,52 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
     return _run("edge-dataset", body, parser, argv)
 
 
+def _option_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One flag per field of a model's config or training dataclass (``memory_samples`` → ``--memory-samples``),
+    typed and with its default shown."""
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        text = f.metadata.get("help", "")
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{text} ({f.default})")
+            continue
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # Path | None → Path
+        group.add_argument(flag, type=base, default=None, help=f"{text} (default: {f.default})".strip())
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``edge-train``: train a model on good images plus simulated defects and write a checkpoint."""
+    """``edge-train``: train a registered model on good images and write a checkpoint."""
+    from export.models import get_spec, model_names
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--model", default="memseg")
+    chosen = chooser.parse_known_args(argv)[0].model
     parser = argparse.ArgumentParser(
         prog="edge-train",
-        description="Train an anomaly-detection model on a folder of good images (MVTec layout: DATA/train/good).",
+        description="Train an anomaly-detection model on a folder of good images (MVTec layout: DATA/train/good). "
+        "Each model has its own options: edge-train --model NAME --help lists them.",
     )
-    parser.add_argument("--model", default="memseg", choices=["memseg"])
+    parser.add_argument("--model", default="memseg", choices=model_names(), help="which model (default: memseg)")
     parser.add_argument("--data", required=True, type=Path, help="dataset folder holding train/good")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write, e.g. memseg.pt")
-    parser.add_argument("--image-size", type=int, default=256, help="model input side in pixels (×32)")
-    parser.add_argument("--memory-samples", type=int, default=30, help="good images kept as the memory")
-    parser.add_argument("--iterations", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=8, help="half good, half simulated defects")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--backbone-weights", type=Path, help="torchvision ResNet18 state dict; without it: random init"
-    )
-    parser.add_argument(
-        "--train-trunk",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also train conv1…layer3 and refresh the memory features as they change (default: frozen, as in "
-        "the paper; README has the measurements behind the choice)",
-    )
-    parser.add_argument(
-        "--calibrate-batchnorm",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="set the trunk's BatchNorm statistics from the good images before training (for a random trunk)",
-    )
-    parser.add_argument("--memory-refresh", type=int, default=10, help="iterations between memory refreshes")
-    parser.add_argument("--texture-dir", type=Path, help="texture images for defect simulation (e.g. DTD)")
-    parser.add_argument(
-        "--foreground", action="store_true", help="simulate defects on the object only (object-like parts)"
-    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if chosen in model_names():
+        spec = get_spec(chosen)
+        _option_flags(parser, spec.config, f"{chosen}: the model")
+        _option_flags(parser, spec.training, f"{chosen}: training")
+    common = {"model", "data", "out", "device", "seed", "no_progress"}
 
     def body(args: argparse.Namespace) -> int:
-        from export.train import TrainOptions, train
+        from export.train import train
 
-        summary = train(
-            TrainOptions(
-                data=args.data,
-                out=args.out,
-                image_size=args.image_size,
-                memory_samples=args.memory_samples,
-                iterations=args.iterations,
-                batch_size=args.batch_size,
-                learning_rate=args.learning_rate,
-                device=args.device,
-                seed=args.seed,
-                backbone_weights=args.backbone_weights,
-                train_trunk=args.train_trunk,
-                calibrate_batchnorm=args.calibrate_batchnorm,
-                memory_refresh=args.memory_refresh,
-                texture_dir=args.texture_dir,
-                use_foreground=args.foreground,
-            ),
-            progress=not args.no_progress,
-        )
+        values = {k: v for k, v in vars(args).items() if k not in common and v is not None}
+        summary = train(args.model, args.data, args.out, values, args.device, args.seed, not args.no_progress)
         print(json.dumps({k: v for k, v in summary.items() if k != "loss_curve"}, indent=2))
         return 0
 

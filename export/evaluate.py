@@ -9,23 +9,23 @@ import numpy as np
 import torch
 
 from export.checkpoint import load_model
+from export.data.batches import to_batch
 from export.data.images import GOOD, TestSample, load_test_set
 from export.devices import resolve_device
 from export.metrics import auroc, f1_max, pixel_auroc, pro_auc
-from export.models.memseg.network import MemSeg, anomaly_map
-from export.data.batches import to_batch
-from export.graph.score_head import top_k_mean
+from export.models.base import AnomalyModel
 
 
 @torch.no_grad()
-def predict(model: MemSeg, images: list[np.ndarray], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Anomaly maps ``N×H×W`` and image scores ``N`` (mean of the top-k pixels) for RGB uint8 images."""
+def predict(model: AnomalyModel, images: list[np.ndarray], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly maps ``N×H×W`` and image scores ``N`` (the model's score head) for RGB uint8 images."""
     device = next(model.parameters()).device
     maps, scores = [], []
     for start in range(0, len(images), batch_size):
-        batch_maps = anomaly_map(model(to_batch(images[start : start + batch_size], device)))
-        maps.append(batch_maps.float().cpu().numpy())
-        scores.append(top_k_mean(batch_maps, model.config.top_k).float().cpu().numpy())
+        batch = to_batch(images[start : start + batch_size], device, model.normalisation)
+        batch_maps = model.anomaly_map(batch).float()
+        maps.append(batch_maps[:, 0].cpu().numpy())
+        scores.append(model.score_head(batch_maps).cpu().numpy())
     return np.concatenate(maps), np.concatenate(scores)
 
 
@@ -40,7 +40,7 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray,
     }
 
 
-def evaluate_samples(model: MemSeg, samples: list[TestSample]) -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate_samples(model: AnomalyModel, samples: list[TestSample]) -> tuple[dict, np.ndarray, np.ndarray]:
     """Metrics over all samples and per defect type (each against the good images), with maps and scores."""
     maps, scores = predict(model, [s.image for s in samples])
     labels = np.array([s.is_defective for s in samples])

@@ -11,11 +11,12 @@ import torch
 
 import edge
 from edge.frames import frames_from_images
-from edge.sidecar import FrameSpec, Sidecar, sha256_file, write_sidecar
+from edge.sidecar import FrameSpec, ScoreSpec, Sidecar, sha256_file, write_sidecar
 from export.checkpoint import load_model
-from export.models.memseg.deploy import DeployedMemSeg
 from export.errors import UserError
+from export.graph.deployable import DeployableGraph
 from export.graph.precision import compare_layers, format_report
+from export.models.base import AnomalyModel
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,11 @@ FORMATS = ("onnx", "pt2")
 OPSET = 18
 
 
-def build_deployed(checkpoint: Path, frame: FrameSpec, precision: str) -> tuple[DeployedMemSeg, dict]:
-    """The folded graph of a checkpoint for ``frame`` at ``precision``, on the CPU, and the checkpoint."""
+def build_deployed(checkpoint: Path, frame: FrameSpec, precision: str) -> tuple[DeployableGraph, AnomalyModel, dict]:
+    """The deployable graph of a checkpoint for ``frame`` at ``precision`` on the CPU, the model as trained, and
+    the checkpoint's contents."""
     model, payload = load_model(checkpoint, "cpu")
-    return DeployedMemSeg(model, frame, precision, map_dtype=precision).eval(), payload
+    return DeployableGraph(model, frame, precision).eval(), model, payload
 
 
 def _batch_dims(frame: FrameSpec) -> tuple[torch.Tensor, dict | None]:
@@ -38,12 +40,14 @@ def _batch_dims(frame: FrameSpec) -> tuple[torch.Tensor, dict | None]:
     return example, {"frames": {0: torch.export.Dim("batch", min=1, max=frame.max_batch)}}
 
 
-def check_fp16(checkpoint: Path, fp16: DeployedMemSeg, frame: FrameSpec, out: Path) -> dict:
-    """Compare every layer of the FP16 graph with its FP32 twin on the memory images made into frames; write the
-    report next to the artefact and refuse an FP16 graph with a layer out of range."""
-    fp32, payload = build_deployed(checkpoint, frame, "fp32")
-    images = payload["state_dict"]["memory_images"][:8].numpy()
-    rows = compare_layers(fp32, fp16, torch.from_numpy(frames_from_images(list(images), frame)))
+def check_fp16(model: AnomalyModel, fp16: DeployableGraph, frame: FrameSpec, out: Path) -> dict:
+    """Compare every layer of the FP16 graph with its FP32 twin on the good images the model carries, made into
+    frames; write the report next to the artefact and refuse an FP16 graph with a layer out of range."""
+    fp32 = DeployableGraph(model, frame, "fp32").eval()
+    images = model.example_images()
+    if images is None:
+        raise UserError(f"{type(model).__name__} carries no good images to check FP16 on: export with --precision fp32")
+    rows = compare_layers(fp32, fp16, torch.from_numpy(frames_from_images(list(images[:8]), frame)))
     report = out.with_name(out.name + ".precision.txt")
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(format_report(rows) + "\n", encoding="utf-8")
@@ -66,8 +70,8 @@ def export_artefact(
     out = Path(out)
     if out.suffix != suffix:
         raise UserError(f"--out {out}: a {artefact_format} artefact must end in {suffix}")
-    deployed, payload = build_deployed(checkpoint, frame, precision)
-    precision_check = check_fp16(checkpoint, deployed, frame, out) if precision == "fp16" else {}
+    deployed, model, payload = build_deployed(checkpoint, frame, precision)
+    precision_check = check_fp16(model, deployed, frame, out) if precision == "fp16" else {}
     example, dynamic = _batch_dims(frame)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -103,7 +107,8 @@ def export_artefact(
             "anomaly_map": {"shape": [-1, 1, size, size], "dtype": map_dtype},
         },
         model_size=size,
-        memory_samples=config["memory_samples"],
+        score=ScoreSpec(kind=model.score_kind, head=deployed.score.kind),
+        model_details=model.details(),
         source={"path": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))},
         training={
             **{k: v for k, v in payload.get("training", {}).items() if k != "loss_curve"},
@@ -111,9 +116,7 @@ def export_artefact(
         },
         build={
             "exporter": f"torch {torch.__version__}, onnx opset {OPSET}" if artefact_format == "onnx" else "",
-            "trunk_scale": deployed.trunk_scale,
-            "fusion_scale": deployed.fusion_scale,
-            "attention_scale": deployed.attention_scale,
+            **deployed.model.export_info(),
             **precision_check,
         },
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -17,37 +17,37 @@ from edge.engines.base import Inference
 from edge.frames import frames_from_images
 from edge.sidecar import FrameSpec, Sidecar
 from edge.sources import IMAGE_SUFFIXES
-from export.checkpoint import load_model
+from export.checkpoint import load_model, read_checkpoint
 from export.data.images import read_image
-from export.models.memseg.deploy import FramePreprocess
 from export.errors import DataError, UserError
-from export.models.memseg.network import anomaly_map
-from export.graph.score_head import top_k_mean
+from export.graph.deployable import ReferenceGraph
 
 DEFAULT_THRESHOLD = 0.5  # without calibration: half the defect probability
 TOLERANCES = {"fp32": {"map": 1e-4, "score": 1e-4}, "fp16": {"map": 0.1, "score": 1e-2}}
 
 
 class CheckpointEngine(Engine):
-    """A training checkpoint run the reference way: frame preprocessing, then the FP32 PyTorch model."""
+    """A training checkpoint run the reference way: frame preprocessing, then the FP32 PyTorch model as trained,
+    then the score head (:class:`export.graph.deployable.ReferenceGraph`)."""
 
     backend = "torch-checkpoint"
 
     def __init__(self, path: Path, frame: FrameSpec) -> None:
-        placeholder = Sidecar("memseg", "pt", "fp32", frame, {}, 0, 0)
+        payload = read_checkpoint(path)
+        placeholder = Sidecar(payload["model"], "pt", "fp32", frame, {}, payload["config"]["image_size"])
         super().__init__(path, placeholder)
 
     def _activate(self) -> None:
-        self._model, _ = load_model(self.path, "cpu")
-        self._preprocess = FramePreprocess(self.frame, self._model.config.image_size)
+        model, _ = load_model(self.path, "cpu")
+        self._graph = ReferenceGraph(model, self.frame).eval()
 
     def _deactivate(self) -> None:
-        self._model = None
+        self._graph = None
 
     @torch.no_grad()
     def _infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        maps = anomaly_map(self._model(self._preprocess(torch.from_numpy(frames))))
-        return top_k_mean(maps, self._model.config.top_k).numpy(), maps[:, None].numpy()
+        score, maps = self._graph(torch.from_numpy(frames))
+        return score.numpy(), maps.numpy()
 
 
 @dataclass(frozen=True)

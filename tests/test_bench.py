@@ -12,13 +12,13 @@ from benchmarks.reference_memseg import ReferenceMemSeg
 from edge.bench import run_bench
 from edge.sidecar import FrameSpec
 from export.checkpoint import load_model
-from export.models.memseg.deploy import DeployedMemSeg
+from export.graph.deployable import DeployableGraph
 
 
 def test_the_reference_way_computes_what_the_folded_graph_computes(tiny_checkpoint: tuple[Path, dict]) -> None:
     model, _ = load_model(tiny_checkpoint[0])
     reference = ReferenceMemSeg(load_model(tiny_checkpoint[0])[0], torch.device("cpu"))
-    folded = DeployedMemSeg(model, FrameSpec(64, 64, "rgb8"))
+    folded = DeployableGraph(model, FrameSpec(64, 64, "rgb8"))
     frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     with torch.no_grad():
         scores, maps = folded(torch.from_numpy(frames))

@@ -17,12 +17,13 @@ from edge.engines import EngineError, open_engine
 from edge.engines.tensorrt_engine import build_mismatch
 from edge.sidecar import FrameSpec, SidecarError, read_sidecar, sidecar_path, write_sidecar
 from export.checkpoint import load_model
-from export.models.memseg.deploy import DeployedMemSeg, FramePreprocess, power_of_two_above
-from export.exporter import export_artefact
-from export.graph.folding import fold_batchnorm
-from export.models.memseg.network import anomaly_map
 from export.data.batches import to_batch
+from export.exporter import export_artefact
+from export.graph.deployable import DeployableGraph
+from export.graph.folding import fold_batchnorm
+from export.graph.frame import FramePreprocess
 from export.graph.score_head import top_k_mean
+from export.models.memseg.deploy import _rescale_trunk, power_of_two_above
 from export.verify import verify
 
 FRAME = FrameSpec(96, 80, "mono8", roi=(8, 4, 80, 72), max_batch=3)
@@ -79,22 +80,21 @@ def test_folded_graph_equals_the_model(tiny_checkpoint: tuple[Path, dict]) -> No
     model, _ = load_model(tiny_checkpoint[0])
     frames = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     with torch.no_grad():
-        maps = anomaly_map(model(to_batch(frames)))
-        score, amap = DeployedMemSeg(model, FrameSpec(64, 64, "rgb8"))(torch.from_numpy(frames))
-    torch.testing.assert_close(amap[:, 0], maps, rtol=0, atol=1e-4)
+        maps = model.anomaly_map(to_batch(frames))
+        score, amap = DeployableGraph(model, FrameSpec(64, 64, "rgb8"))(torch.from_numpy(frames))
+    torch.testing.assert_close(amap, maps, rtol=0, atol=1e-4)
     torch.testing.assert_close(score, top_k_mean(maps, 100), rtol=0, atol=1e-5)
 
 
 def test_range_rescaling_is_exact(tiny_checkpoint: tuple[Path, dict]) -> None:
     """Dividing the trunk by a power of two and moving it into the weights after it changes no output bit."""
     model, _ = load_model(tiny_checkpoint[0])
-    deployed = DeployedMemSeg(model, FrameSpec(64, 64, "rgb8"), "fp32")
+    deployed = DeployableGraph(model, FrameSpec(64, 64, "rgb8"), "fp32")
     frames = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
     with torch.no_grad():
         before = deployed(frames)
-        deployed._rescale_trunk(2.0**12)
+        _rescale_trunk(deployed.model, 2.0**12)
         after = deployed(frames)
-    assert deployed.trunk_scale == 2.0**12
     torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6)
 
 
@@ -139,7 +139,8 @@ def test_fp16_agrees_with_fp32_and_reports_every_layer(
 
 def test_sidecar_describes_the_artefact(exported: dict[str, Path], tiny_checkpoint: tuple[Path, dict]) -> None:
     sidecar = read_sidecar(exported["fp32"])
-    assert sidecar.frame == FRAME and sidecar.model == "memseg" and sidecar.memory_samples == 3
+    assert sidecar.frame == FRAME and sidecar.model == "memseg" and sidecar.model_details["memory_samples"] == 3
+    assert sidecar.score.kind == "probability"
     assert sidecar.source["path"] == tiny_checkpoint[0].name and len(sidecar.source["sha256"]) == 64
     assert sidecar.training["iterations" if "iterations" in sidecar.training else "options"]
 

@@ -5,11 +5,12 @@ import warnings
 import pytest
 import torch
 
-from export.nn.trunk import RANDOM_INIT_WARNING, Trunk, load_resnet18, untrained_trunk
 from export.errors import CheckpointError
-from export.nn.losses import focal_loss, memseg_loss
-from export.models.memseg.network import MemSeg, MemSegConfig, anomaly_map
 from export.graph.score_head import top_k_mean
+from export.models.memseg.network import MemSeg, MemSegConfig
+from export.models.memseg.training import memseg_loss
+from export.nn.losses import focal_loss
+from export.nn.trunk import RANDOM_INIT_WARNING, Trunk, load_resnet18, untrained_trunk
 
 
 def small_model(train_trunk: bool = False, size: int = 64) -> MemSeg:
@@ -23,9 +24,9 @@ def test_output_is_two_channels_at_input_size_and_map_is_a_probability() -> None
     model = small_model().eval()
     with torch.no_grad():
         logits = model(torch.randn(2, 3, 64, 64))
+        amap = model.anomaly_map(torch.randn(2, 3, 64, 64))
     assert logits.shape == (2, 2, 64, 64)
-    amap = anomaly_map(logits)
-    assert amap.shape == (2, 64, 64)
+    assert amap.shape == (2, 1, 64, 64) and amap.dtype == torch.float32
     assert float(amap.min()) >= 0.0 and float(amap.max()) <= 1.0
 
 
@@ -53,8 +54,8 @@ def test_trainable_trunk_still_keeps_shallow_batchnorm_in_eval_mode() -> None:
 
 def test_an_input_equal_to_a_memory_image_has_zero_differences() -> None:
     model = small_model().eval()
-    from export.nn.memory import smooth
     from export.data.batches import normalise
+    from export.nn.memory import smooth
 
     image = normalise(model.memory_images[1:2].permute(0, 3, 1, 2))
     features = smooth(model.trunk.shallow(image)[1])

@@ -10,7 +10,7 @@ import torch
 from export.checkpoint import load_model, read_checkpoint
 from export.errors import CheckpointError, DataError
 from export.evaluate import evaluate
-from export.train import learning_rate_factor, split_memory
+from export.models.memseg.training import learning_rate_factor, split_memory
 
 
 @pytest.fixture(scope="module")

@@ -527,7 +527,12 @@ def make_texture_dataset(
     for kind in DEFECT_KINDS:
         (out / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
     # The marker goes first, listing every file about to be written, so an interrupted run can be redone.
-    marker = {"generator": "export.data.texture_dataset", "version": _MARKER_VERSION, "summary": summary, "files": files}
+    marker = {
+        "generator": "export.data.texture_dataset",
+        "version": _MARKER_VERSION,
+        "summary": summary,
+        "files": files,
+    }
     (out / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
     texture_id = TEXTURES.index(texture)

@@ -1,1 +1,6 @@
-"""Anomaly-detection models with a memory of normal appearance. Shared pieces live in :mod:`blocks`."""
+"""Registered models, one package each. Importing this package registers the built-in ones."""
+
+from export.models import memseg  # noqa: F401  (registers itself)
+from export.models.registry import ModelSpec, TrainRun, get_spec, model_names, register
+
+__all__ = ["ModelSpec", "TrainRun", "get_spec", "model_names", "register"]

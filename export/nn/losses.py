@@ -1,4 +1,4 @@
-"""Segmentation losses against a simulated defect mask (MemSeg: 0.6·L1 + 0.4·focal with γ = 4)."""
+"""Segmentation losses against a (simulated) defect mask, shared by the models that predict one."""
 
 from __future__ import annotations
 
@@ -15,10 +15,3 @@ def focal_loss(logits: torch.Tensor, mask: torch.Tensor, gamma: float = 4.0, eps
 def l1_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between the defect probability and the mask."""
     return (torch.softmax(logits, dim=1)[:, 1] - mask).abs().mean()
-
-
-def memseg_loss(
-    logits: torch.Tensor, mask: torch.Tensor, l1_weight: float = 0.6, focal_weight: float = 0.4
-) -> torch.Tensor:
-    """MemSeg's training loss: 0.6·L1 + 0.4·focal(γ = 4)."""
-    return l1_weight * l1_loss(logits, mask) + focal_weight * focal_loss(logits, mask)

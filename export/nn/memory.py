@@ -49,5 +49,6 @@ class MemoryBank(torch.nn.Module):
             setattr(self, f"scale{i}", f.detach().clone())
 
     def differences(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """DI* at every scale for smoothed input features."""
-        return [nearest_difference(f, m)[0] for f, m in zip(features, self.features(), strict=True)]
+        """DI* at every scale for smoothed input features, in FP32 whatever the features' precision (a sum of
+        thousands of differences leaves FP16's range)."""
+        return [nearest_difference(f.float(), m)[0] for f, m in zip(features, self.features(), strict=True)]

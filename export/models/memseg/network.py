@@ -13,19 +13,26 @@ Data flow for a normalised ``B×3×S×S`` input (S = 256 by default):
   features of their scale.
 * Decoder: U-Net of bilinear upsampling and conv-BN-ReLU blocks with the fused features and the stem output as
   skips; 2 output channels at S×S; softmax channel 1 is the anomaly map.
+
+The one forward pass serves training and export alike. For export (:mod:`export.models.memseg.deploy`) three
+attributes change what it computes in exact arithmetic not at all: ``dtype`` (the convolutions' precision; the
+memory distances, the attention products and the softmax stay FP32), ``feature_scale`` (1 once the ×100 has
+moved into the weights) and the spatial attention's power-of-two ``scale``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from export.nn.trunk import Trunk
-from export.nn.memory import MemoryBank, smooth
-from export.nn.blocks import ConvBNReLU, CoordinateAttention, upsample2x
 from export.data.batches import normalise
+from export.models.base import AnomalyModel
+from export.nn.blocks import ConvBNReLU, CoordinateAttention, upsample2x
+from export.nn.memory import MemoryBank, smooth
+from export.nn.trunk import Trunk
 
 SCALE_CHANNELS = (64, 128, 256)  # ResNet18 layer1…layer3
 
@@ -39,6 +46,7 @@ class MemSegConfig:
     feature_scale: float = 100.0
     top_k: int = 100
     train_trunk: bool = False
+    score: str = "top_k_mean"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +67,7 @@ class FusionBlock(nn.Module):
 
 
 class FeatureFusion(nn.Module):
-    """Fuses ``[II, DI*]`` of three scales top-down and weights them by spatial attention from DI*."""
+    """Fuses ``[II, DI*]`` of three scales top-down and weights each scale by its spatial attention."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -68,14 +76,26 @@ class FeatureFusion(nn.Module):
             nn.Conv2d(SCALE_CHANNELS[i + 1], SCALE_CHANNELS[i], 3, padding=1) for i in range(2)
         )
 
-    def forward(self, concatenated: list[torch.Tensor], differences: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, concatenated: list[torch.Tensor], attention: list[torch.Tensor]) -> list[torch.Tensor]:
         fused = [block(x) for block, x in zip(self.blocks, concatenated, strict=True)]
         for i in (1, 0):
             fused[i] = fused[i] + self.top_down[i](upsample2x(fused[i + 1]))
+        return [f * a for f, a in zip(fused, attention, strict=True)]
+
+
+class SpatialAttention(nn.Module):
+    """M3 = mean_c(DI3*), M2 = mean_c(DI2*) ⊙ up(M3), M1 = mean_c(DI1*) ⊙ up(M2), each divided by its
+    ``scale`` (1 in training; a power of two chosen at export so FP16 sees values near 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = [1.0, 1.0, 1.0]
+
+    def forward(self, differences: list[torch.Tensor]) -> list[torch.Tensor]:
         attention = [d.mean(dim=1, keepdim=True) for d in differences]
         for i in (1, 0):
             attention[i] = attention[i] * upsample2x(attention[i + 1])
-        return [f * a for f, a in zip(fused, attention, strict=True)]
+        return [a / c if c != 1.0 else a for a, c in zip(attention, self.scale, strict=True)]
 
 
 class Decoder(nn.Module):
@@ -95,8 +115,12 @@ class Decoder(nn.Module):
         return self.head(upsample2x(x))
 
 
-class MemSeg(nn.Module):
-    """MemSeg: ``forward`` maps a normalised image batch to 2-channel logits at input size."""
+class MemSeg(AnomalyModel):
+    """MemSeg: ``forward`` maps a normalised image batch to 2-channel logits at input size; ``anomaly_map`` is
+    softmax channel 1, the defect probability."""
+
+    score_kind = "probability"
+    export_precisions = ("fp32", "fp16")
 
     def __init__(self, config: MemSegConfig, trunk: Trunk, memory_images: torch.Tensor) -> None:
         super().__init__()
@@ -105,7 +129,11 @@ class MemSeg(nn.Module):
         self.register_buffer("memory_images", memory_images.to(torch.uint8))  # N×H×W×3 RGB
         self.memory = MemoryBank(SCALE_CHANNELS, config.image_size, len(memory_images))
         self.fusion = FeatureFusion()
+        self.spatial_attention = SpatialAttention()
         self.decoder = Decoder()
+        self.dtype = torch.float32  # of the convolutions; FP16 only in an FP16 export
+        self.feature_scale = config.feature_scale  # 1 once an export has moved it into the weights
+        self.scales: dict = {}  # what an export chose (power-of-two rescaling), for the sidecar
         if not config.train_trunk:
             for module in trunk.frozen_modules():
                 module.requires_grad_(False)
@@ -126,22 +154,36 @@ class MemSeg(nn.Module):
         chunks = []
         for start in range(0, len(self.memory_images), batch_size):
             images = self.memory_images[start : start + batch_size].permute(0, 3, 1, 2)
-            chunks.append(smooth(self.trunk.shallow(normalise(images))[1]))
-        self.memory.store([torch.cat(scale) for scale in zip(*chunks, strict=True)])
+            chunks.append(smooth(self.trunk.shallow(normalise(images).to(self.dtype))[1]))
+        self.memory.store([torch.cat(scale).float() for scale in zip(*chunks, strict=True)])
         self.train(was_training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stem, shallow = self.trunk.shallow(x)
+        stem, shallow = self.trunk.shallow(x.to(self.dtype))
         deepest = self.trunk.layer4(shallow[-1])
         features = smooth(shallow)
-        differences = [d * self.config.feature_scale for d in self.memory.differences(features)]
-        concatenated = [
-            torch.cat([f * self.config.feature_scale, d], dim=1) for f, d in zip(features, differences, strict=True)
-        ]
-        fused = self.fusion(concatenated, differences)
-        return self.decoder(deepest, [fused[2], fused[1], fused[0], stem])
+        s = self.feature_scale
+        differences = self.memory.differences(features)  # FP32: distances and their sums overflow FP16
+        if s != 1.0:
+            features, differences = [f * s for f in features], [d * s for d in differences]
+        attention = [a.to(self.dtype) for a in self.spatial_attention(differences)]
+        concatenated = [torch.cat([f, d.to(self.dtype)], dim=1) for f, d in zip(features, differences, strict=True)]
+        skips = self.fusion(concatenated, attention)
+        return self.decoder(deepest, [skips[2], skips[1], skips[0], stem])
 
+    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self(x).float(), dim=1)[:, 1:2]
 
-def anomaly_map(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax channel 1 of the logits: ``B×H×W`` defect probability."""
-    return torch.softmax(logits, dim=1)[:, 1]
+    def details(self) -> dict:
+        return {"memory_samples": len(self.memory_images), "trunk": "resnet18"}
+
+    def example_images(self) -> np.ndarray:
+        return self.memory_images.cpu().numpy()
+
+    def prepare_for_export(self, precision: str) -> MemSeg:
+        from export.models.memseg.deploy import prepare_for_export
+
+        return prepare_for_export(self, precision)
+
+    def export_info(self) -> dict:
+        return dict(self.scales)

@@ -1,0 +1,74 @@
+"""The model registry: a name → how to build, train and reload that model.
+
+Each model package (``export/models/<name>/``) registers one :class:`ModelSpec` when imported. ``edge-train
+--model NAME`` looks it up; every other tool reads the name from the checkpoint and reloads through the same spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from export.errors import UserError
+from export.models.base import SCORE_KINDS, AnomalyModel
+
+
+@dataclass
+class TrainRun:
+    """What a model's training function gets: its config and training options, the good images at model size
+    (RGB uint8), the device, a seeded generator, and whether to show progress."""
+
+    config: object
+    training: object
+    images: list[np.ndarray]
+    device: torch.device
+    rng: np.random.Generator
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model.
+
+    ``config`` is the dataclass of what defines the network (stored in the checkpoint); ``training`` the dataclass
+    of how it trains, whose defaults are the model's CPU preset. Both become ``edge-train`` flags. ``train`` runs
+    the training and returns the model and a summary; ``load`` rebuilds the model from a checkpoint's config and
+    state dict.
+    """
+
+    name: str
+    summary: str
+    model: type[AnomalyModel]
+    config: type
+    training: type
+    train: Callable[[TrainRun], tuple[AnomalyModel, dict]]
+    load: Callable[[object, dict], AnomalyModel]
+
+    def __post_init__(self) -> None:
+        if self.model.score_kind not in SCORE_KINDS:
+            raise ValueError(f"{self.name}: score_kind {self.model.score_kind!r} is not one of {SCORE_KINDS}")
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model (a second registration under the same name replaces the first)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def model_names() -> list[str]:
+    """The registered names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``; a clear error naming the choices otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown model {name!r}: registered models are {', '.join(model_names())}") from None
