@@ -26,6 +26,7 @@ class LinkState:
     verdicts: int = 0
     missing: int = 0
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (first missing seq, count)
+    malformed: int = 0  # messages that were not the protocol's JSON: counted and skipped
     last_heartbeat: float = 0.0
     heartbeat_interval_s: float = 1.0
 
@@ -58,8 +59,9 @@ class VerdictSubscriber:
 
     def _track(self, kind: str, payload: dict) -> None:
         state = self.state
-        if payload.get("run_id") != state.run_id:
-            state.run_id, state.expected_seq = payload.get("run_id"), 0
+        if payload.get("run_id") != state.run_id:  # a run met midway (late join) is followed from its first message
+            state.run_id = payload.get("run_id")
+            state.expected_seq = int(payload["seq"]) if kind == "verdict" else int(payload.get("last_seq", -1)) + 1
         if kind == "heartbeat":
             state.last_heartbeat = time.monotonic()
             state.heartbeat_interval_s = float(payload.get("interval_s", state.heartbeat_interval_s))
@@ -89,9 +91,10 @@ class VerdictSubscriber:
                 continue
             try:
                 payload = json.loads(parts[1])
-            except (IndexError, json.JSONDecodeError):
+                self._track(kind, payload)
+            except (IndexError, ValueError, KeyError, TypeError, AttributeError):
+                self.state.malformed += 1
                 continue
-            self._track(kind, payload)
             yield kind, payload
 
     def close(self) -> None:

@@ -1,0 +1,224 @@
+"""Modbus TCP (pymodbus): each station is a unit (``modbus_unit``: 1, 2, … in the order given) with this map of
+holding registers (0-based addresses; 40001 + address in the classic notation; 32-bit values high word first):
+
+====  ===========  =====  ===================================================================================
+addr  name         words  meaning
+====  ===========  =====  ===================================================================================
+0     NewResult    1      1: a result waits for the PLC's acknowledge; 0: none
+1     Acknowledge  1      the PLC writes ResultId here once it has read the result (the one writable register)
+2     ResultId     1      handshake number of the presented result: 1…65535, then 1 again
+3     Verdict      1      0 none yet, 1 pass, 2 fail, 3 error
+4     Reason       1      error reason code (:data:`REASON_CODES`); 0 for pass and fail
+5     Seq          2      the verdict's seq (per station run, from 0)
+7     FrameId      2      the camera's frame id, signed (-1: a part the camera made no frame of)
+9     Score        1      score × 10,000 (0…10,000); 65535: no score (error verdicts)
+10    Threshold    1      the threshold the verdict was judged with, × 10,000
+11    QueueDepth   1      results waiting behind the presented one
+12    Overflow     2      results dropped because the queue was full (since the bridge started)
+14    State        1      0 offline, 1 running, 2 degraded, 3 stalled
+15    Passed       2      the station's counters for its current run …
+17    Failed       2
+19    Errors       2
+21    Missed       2      … and the verdicts of this run the bridge never received (gaps in seq)
+23    Alive        1      counts up once a second while the bridge runs (wraps after 65535)
+====  ===========  =====  ===================================================================================
+
+The handshake: the bridge presents a result (the result registers, ResultId + 1, NewResult = 1); the PLC reads
+it and writes that ResultId to Acknowledge; the bridge clears NewResult and presents the next result at once if
+one is waiting. Results that arrive before the acknowledge wait in order in a bounded queue; when it is full a
+new result is dropped and counted in Overflow (the PLC also sees the jump in Seq), so no result is ever
+overwritten unseen. Acknowledging an older ResultId is refused with exception 03 (illegal data value); repeating
+the current one is harmless. Writing any register but Acknowledge is refused with exception 02 (illegal data
+address). The counters and State are live; the result registers hold the presented (or last) result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections import deque
+
+from edge.bridge.station import StationView
+
+try:
+    from pymodbus.constants import ExcCodes
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+except ImportError:  # the bridge extra; edge-bridge names what to install
+    ModbusTcpServer = None
+
+log = logging.getLogger(__name__)
+
+NEW_RESULT, ACKNOWLEDGE, RESULT_ID, VERDICT, REASON, SEQ, FRAME_ID, SCORE, THRESHOLD = 0, 1, 2, 3, 4, 5, 7, 9, 10
+QUEUE_DEPTH, OVERFLOW, STATE, PASSED, FAILED, ERRORS, MISSED, ALIVE = 11, 12, 14, 15, 17, 19, 21, 23
+REGISTER_COUNT = 24
+VERDICT_CODES = {"pass": 1, "fail": 2, "error": 3}
+STATE_CODES = {"offline": 0, "running": 1, "degraded": 2, "stalled": 3}
+REASON_CODES = {
+    "unreadable_image": 1,
+    "grab_incomplete": 2,
+    "trigger_overrun": 3,
+    "frame_lost": 4,
+    "capture_failed": 5,
+    "frame_format": 6,
+    "overrun": 7,
+    "paused": 8,
+    "engine_error": 9,
+    "invalid_output": 10,
+    "deadline": 11,
+}
+OTHER_REASON = 99
+NO_SCORE = 65535
+
+
+class ModbusError(Exception):
+    """The Modbus server cannot start; the message says why."""
+
+
+def _words(value: int) -> list[int]:
+    """A 32-bit register pair, high word first (negative values as two's complement)."""
+    value %= 1 << 32
+    return [value >> 16, value & 0xFFFF]
+
+
+def _fixed(value) -> int:
+    """A score in [0, 1] × 10,000; NO_SCORE when absent or not finite."""
+    if value is None or not math.isfinite(value):
+        return NO_SCORE
+    return min(max(round(value * 10000), 0), NO_SCORE - 1)
+
+
+class StationRegisters:
+    """One station's register image, result queue and handshake."""
+
+    def __init__(self, view: StationView, queue_size: int, on_present=None) -> None:
+        self.view, self.on_present = view, on_present
+        self.image = [0] * REGISTER_COUNT
+        self.waiting: deque[dict] = deque()
+        self.queue_size = queue_size
+        self.overflow = 0
+        self.refused = 0  # acknowledges of a ResultId that was not presented
+        self.presented = 0
+
+    def verdict(self, verdict: dict) -> None:
+        """A new verdict: presented at once if nothing waits for the PLC, else queued (or dropped when full)."""
+        if not self.image[NEW_RESULT]:
+            self._present(verdict)
+        elif len(self.waiting) < self.queue_size:
+            self.waiting.append(verdict)
+        else:
+            self.overflow += 1
+            log.warning("%s: Modbus queue full (%d): seq %s dropped", self.view.name, self.queue_size, verdict["seq"])
+        self.refresh()
+
+    def acknowledge(self, result_id: int):
+        """The PLC wrote Acknowledge; returns a Modbus exception code when refused, else None."""
+        if result_id != 0 and result_id != self.image[RESULT_ID]:
+            self.refused += 1
+            return ExcCodes.ILLEGAL_VALUE
+        self.image[ACKNOWLEDGE] = result_id
+        if result_id and self.image[NEW_RESULT]:
+            self.image[NEW_RESULT] = 0
+            if self.waiting:
+                self._present(self.waiting.popleft())
+            self.refresh()
+        return None
+
+    def _present(self, verdict: dict) -> None:
+        image = self.image
+        image[RESULT_ID] = image[RESULT_ID] % 65535 + 1
+        image[VERDICT] = VERDICT_CODES[verdict["verdict"]]
+        reason = verdict.get("reason")
+        image[REASON] = REASON_CODES.get(reason, OTHER_REASON) if reason else 0
+        image[SEQ : SEQ + 2] = _words(verdict["seq"])
+        image[FRAME_ID : FRAME_ID + 2] = _words(verdict["frame_id"])
+        image[SCORE] = _fixed(verdict.get("score"))
+        image[THRESHOLD] = _fixed(verdict.get("threshold"))
+        image[NEW_RESULT] = 1
+        self.presented += 1
+        if self.on_present is not None:
+            self.on_present(verdict)
+
+    def refresh(self) -> None:
+        """Copy the view's live values (state, counters) and the queue into the image."""
+        view, image = self.view, self.image
+        image[QUEUE_DEPTH] = min(len(self.waiting), 65535)
+        image[OVERFLOW : OVERFLOW + 2] = _words(self.overflow)
+        image[STATE] = STATE_CODES[view.state]
+        counters = ((PASSED, view.passed), (FAILED, view.failed), (ERRORS, view.errors), (MISSED, view.missed))
+        for address, value in counters:
+            image[address : address + 2] = _words(value)
+
+    def tick(self) -> None:
+        """Once a second: the Alive counter."""
+        self.image[ALIVE] = (self.image[ALIVE] + 1) % 65536
+
+    async def access(self, function_code, start_address, address, count, registers, values):
+        """pymodbus calls this on every request to the unit before serving it: an acknowledge is handled, then the
+        current image is copied into the unit's registers."""
+        if values is not None:  # a write: read-only registers were refused before this point
+            if not address <= ACKNOWLEDGE < address + len(values):
+                return ExcCodes.ILLEGAL_ADDRESS
+            refused = self.acknowledge(int(values[ACKNOWLEDGE - address]))
+            if refused is not None:
+                return refused
+        registers[:REGISTER_COUNT] = self.image  # the unit's block starts at address 0
+        return None
+
+
+class ModbusOutput:
+    """The Modbus TCP server for all stations."""
+
+    def __init__(self, address: tuple[str, int], views: list[StationView], queue_size: int, metrics=None) -> None:
+        self.address = address
+        self.clients = 0
+        self.metrics = metrics
+        self.stations = {view.name: StationRegisters(view, queue_size, self._presented) for view in views}
+        self._server = None
+
+    def _presented(self, verdict: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.written("modbus", verdict["t_publish_ns"])
+
+    def _connection(self, connected: bool) -> None:
+        self.clients += 1 if connected else -1
+
+    async def start(self) -> None:
+        host, port = self.address
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # the OS's own reason
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ModbusError(f"cannot serve Modbus on {host}:{port}: {exc.strerror}") from exc
+        devices = []
+        for registers in self.stations.values():
+            simdata = [
+                SimData(NEW_RESULT, values=0, datatype=DataType.REGISTERS, readonly=True),
+                SimData(ACKNOWLEDGE, values=0, datatype=DataType.REGISTERS),
+                SimData(RESULT_ID, count=REGISTER_COUNT - RESULT_ID, datatype=DataType.REGISTERS, readonly=True),
+            ]
+            registers.refresh()
+            devices.append(SimDevice(id=registers.view.modbus_unit, simdata=simdata, action=registers.access))
+        self._server = ModbusTcpServer(devices, address=(host, port), trace_connect=self._connection)
+        try:
+            await self._server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise ModbusError(f"cannot serve Modbus on {host}:{port}: {exc}") from exc
+        units = ", ".join(f"unit {registers.view.modbus_unit} = {name}" for name, registers in self.stations.items())
+        log.info("Modbus TCP on %s:%d: %s", host, port, units)
+
+    async def verdict(self, view: StationView) -> None:
+        self.stations[view.name].verdict(view.last)
+
+    async def status(self, view: StationView) -> None:
+        self.stations[view.name].refresh()
+
+    def tick(self) -> None:
+        for registers in self.stations.values():
+            registers.tick()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()

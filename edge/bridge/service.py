@@ -1,0 +1,128 @@
+"""The bridge at run time: one feed thread per station, one asyncio loop that applies their events to the
+station views in order and updates the outputs (OPC UA, Modbus), and the metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from edge.bridge.config import OFF, BridgeConfig
+from edge.bridge.feed import StationFeed
+from edge.bridge.metrics import BridgeMetrics
+from edge.bridge.modbus import ModbusError, ModbusOutput
+from edge.bridge.opcua import OpcuaError, OpcuaOutput
+from edge.bridge.station import Snapshot, StationView
+from edge.metrics import MetricsError, listen_address
+from edge.security import SecurityError
+from edge.systemd import notify
+
+log = logging.getLogger(__name__)
+
+
+class BridgeError(Exception):
+    """The bridge cannot start; the message says why."""
+
+
+class Bridge:
+    """Owns the views, outputs, feeds and metrics of one ``edge-bridge`` run."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.views = {link.name: StationView(link.name, link.modbus_unit) for link in config.stations}
+        self.metrics = BridgeMetrics()
+        views = list(self.views.values())
+        self.opcua = None
+        if config.opcua != OFF:
+            keys = (config.opcua_certificate, config.opcua_private_key, config.opcua_trusted)
+            self.opcua = OpcuaOutput(config.opcua, views, *keys, metrics=self.metrics)
+        self.modbus = None
+        if config.modbus != OFF:
+            self.modbus = ModbusOutput(listen_address(config.modbus), views, config.modbus_queue, self.metrics)
+        self.outputs = [output for output in (self.opcua, self.modbus) if output is not None]
+        self.feeds: list[StationFeed] = []
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def deliver(station: str, event) -> None:  # from the feeds' threads
+            loop.call_soon_threadsafe(events.put_nowait, (station, event))
+
+        started = []
+        try:
+            try:
+                if self.config.metrics is not None:
+                    self.metrics.serve(self.config.metrics)
+                for output in self.outputs:
+                    await output.start()
+                    started.append(output)
+                self.metrics.watch(list(self.views.values()), self.opcua, self.modbus)
+                for link in self.config.stations:
+                    feed = StationFeed(link, deliver, self.config.offline_heartbeats, self.metrics)
+                    self.feeds.append(feed)
+                    feed.start()
+            except (OpcuaError, ModbusError, MetricsError, SecurityError) as exc:
+                raise BridgeError(str(exc)) from exc
+            notify("READY=1\nSTATUS=edge-bridge: " + ", ".join(self.views))
+            self.ready.set()
+            ticker = asyncio.create_task(self._tick(stop))
+            while not stop.is_set():
+                try:
+                    station, event = await asyncio.wait_for(events.get(), timeout=0.2)
+                except asyncio.TimeoutError:
+                    continue
+                await self._apply(self.views[station], event)
+            await ticker
+        finally:
+            notify("STOPPING=1")
+            for feed in self.feeds:
+                feed.stop()
+            for output in started:
+                await output.stop()
+            self.metrics.close()
+            self._summary()
+
+    async def _apply(self, view: StationView, event) -> None:
+        change = view.apply(event)
+        if change == "verdict" and isinstance(event, Snapshot):  # the station's current values, not a new result
+            if self.opcua is not None:
+                await self.opcua.verdict(view)
+            if self.modbus is not None:
+                await self.modbus.status(view)
+        elif change == "verdict":
+            for output in self.outputs:
+                await output.verdict(view)
+        elif change == "status":
+            for output in self.outputs:
+                await output.status(view)
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        """Once a second: the Modbus Alive counter and the service watchdog."""
+        while not stop.is_set():
+            if self.modbus is not None:
+                self.modbus.tick()
+            notify("WATCHDOG=1")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    def _summary(self) -> None:
+        for feed in self.feeds:
+            view = self.views[feed.link.name]
+            queue = self.modbus.stations[view.name] if self.modbus is not None else None
+            log.info(
+                "%s: state %s, last seq %s, passed %d, failed %d, errors %d, missed %d, malformed %d%s",
+                view.name,
+                view.state,
+                view.last["seq"] if view.last else "-",
+                view.passed,
+                view.failed,
+                view.errors,
+                view.missed,
+                feed.malformed,
+                f"; Modbus: {queue.presented} presented, overflow {queue.overflow}" if queue is not None else "",
+            )
+        for protocol, summary in self.metrics.latency_summary().items():
+            log.info("%s: station publish → written p50 %s ms, p99 %s ms", protocol, summary["p50"], summary["p99"])

@@ -1,0 +1,111 @@
+"""What the bridge knows of one station: its last verdict, counters and state, kept from the events its feed
+delivers (:mod:`edge.bridge.feed`). Every output (OPC UA, Modbus) shows this one view.
+
+State follows the station's heartbeat: ``running`` (health ok), ``stalled`` (the station reports degraded:
+capture or inference not progressing), ``degraded`` (camera lost, engine errors, paused by an operator), and
+``offline`` (no heartbeat for the configured number of intervals, or the run's final status). While offline, and
+until the next verdict, the last verdict is kept but marked as not current.
+
+Counters (passed, failed, errors) are the station's: each heartbeat carries them, consistent with the stream up
+to that heartbeat, so the view takes them from there and counts the verdicts that follow. ``missed`` counts the
+verdicts of this run the bridge never received (gaps in ``seq``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STATE_OF_HEALTH = {"ok": "running", "degraded": "stalled"}  # any other health: degraded
+STATES = ("offline", "running", "degraded", "stalled")
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message from the station's stream, validated. ``missed``: verdicts lost just before it."""
+
+    kind: str
+    payload: dict
+    missed: int = 0
+    received_ns: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The station's status and last verdict from its snapshot socket (a late join or a bridge restart)."""
+
+    status: dict
+    last: dict | None
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    """No heartbeat for too long."""
+
+
+@dataclass
+class StationView:
+    name: str
+    modbus_unit: int = 1
+    run_id: str | None = None
+    state: str = "offline"
+    health: str = "unknown"
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    missed: int = 0
+    last: dict | None = None  # the last verdict
+    current: bool = False  # False while offline and until the next verdict: the last verdict is not current
+    received_ns: int = 0  # when the bridge received the last verdict (time.time_ns)
+
+    def apply(self, event) -> str | None:
+        """Take in one event; returns ``"verdict"`` (a new verdict), ``"status"`` (state or counters) or None."""
+        if isinstance(event, LinkDown):
+            return self._offline() if self.state != "offline" else None
+        if isinstance(event, Snapshot):
+            self._follow(event.status.get("run_id"))
+            self._set_counters(event.status.get("counters"))
+            self._set_health(event.status.get("health"))
+            if event.last is not None:
+                self.last, self.current = event.last, True
+                return "verdict"
+            return "status"
+        payload = event.payload
+        self._follow(payload.get("run_id"))
+        if event.kind == "verdict":
+            self.missed += event.missed
+            kind = payload["verdict"]
+            self.passed += kind == "pass"
+            self.failed += kind == "fail"
+            self.errors += kind == "error"
+            self.last, self.current, self.received_ns = payload, True, event.received_ns
+            if self.state == "offline":  # a verdict is proof of life; the next heartbeat says how healthy
+                self.state = "running"
+            return "verdict"
+        self._set_counters(payload.get("counters"))
+        if event.kind == "status" and payload.get("final"):
+            return self._offline()
+        self._set_health(payload.get("health"))
+        return "status"
+
+    def part_id(self) -> str:
+        """The last verdict's identity across restarts: ``station/run_id/seq``."""
+        return f"{self.name}/{self.last['run_id']}/{self.last['seq']}" if self.last else ""
+
+    def _follow(self, run_id: str | None) -> None:
+        """A new run (the station restarted): its counters start from zero."""
+        if run_id is not None and run_id != self.run_id:
+            self.run_id = run_id
+            self.passed = self.failed = self.errors = self.missed = 0
+
+    def _set_counters(self, counters: dict | None) -> None:
+        if isinstance(counters, dict) and all(isinstance(counters.get(k), int) for k in ("pass", "fail", "error")):
+            self.passed, self.failed, self.errors = counters["pass"], counters["fail"], counters["error"]
+
+    def _set_health(self, health) -> None:
+        if isinstance(health, str):
+            self.health = health
+            self.state = STATE_OF_HEALTH.get(health, "degraded")
+
+    def _offline(self) -> str:
+        self.state, self.current = "offline", False
+        return "status"
