@@ -21,18 +21,27 @@ def build_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="edge-build",
         description="Build a TensorRT plan from an ONNX made by edge-export, strongly typed (the ONNX's precision), "
-        "with a batch profile 1…max from its sidecar. Build on the machine that will run it: a plan is native "
-        "code for one TensorRT version and one GPU.",
+        "with a batch profile 1…max from its sidecar, tuned for --opt-batch. Build on the machine that will run it "
+        "(on a Jetson, on the Jetson): a plan is native code for one TensorRT version and one GPU.",
     )
     parser.add_argument("--onnx", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="plan to write, e.g. memseg.plan")
     parser.add_argument("--target-sm", choices=RTX_TARGETS, help="TensorRT-RTX only: GPU architecture to build for")
     parser.add_argument("--workspace-mb", type=int, default=2048)
     parser.add_argument("--timing-cache", type=Path, help="file to reuse and update (faster rebuilds)")
+    parser.add_argument(
+        "--opt-batch",
+        type=int,
+        default=1,
+        help="the batch size TensorRT tunes for, 1 to the ONNX's max batch (default 1: the line judges one part at "
+        "a time; give your batch size if you batch)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="edge-build: %(message)s")
     try:
-        log_path = build_plan(args.onnx, args.out, args.target_sm, args.workspace_mb, args.timing_cache)
+        log_path = build_plan(
+            args.onnx, args.out, args.target_sm, args.workspace_mb, args.timing_cache, opt_batch=args.opt_batch
+        )
     except (BuildError, EngineError, SidecarError) as exc:
         print(f"edge-build: error: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
 """``edge-build``: an exported ONNX → a TensorRT plan, built strongly typed (the precision is the ONNX's).
 
-Uses ``tensorrt`` where installed (10.x with the strongly-typed flag, 11.x strongly typed by default), else
+Uses ``tensorrt`` where installed (10.x with the strongly-typed flag, 11.x strongly typed always), else
 TensorRT-RTX, whose builder runs without a GPU and targets a compute capability given with ``--target-sm``.
-The plan's sidecar is the ONNX's, with the library, version and compute capability it was built for.
+The batch profile runs from 1 to the ONNX's max batch and is tuned for ``opt_batch`` (1 by default: the line
+judges one part at a time). The plan's sidecar is the ONNX's, with the library, version and compute capability it
+was built for, the profile, and whether the network really was strongly typed (as TensorRT reports it).
 """
 
 from __future__ import annotations
@@ -48,25 +50,49 @@ def network_precisions(network) -> list[str]:
     return lines
 
 
+def create_network(trt, builder, library: str):
+    """A network definition, strongly typed where the library allows it, and whether it is (TensorRT's answer).
+
+    The flag is needed on TensorRT 10 and accepted (ignored, always on) on TensorRT 11 and TensorRT-RTX; a library
+    without the flag is TensorRT 8 (weakly typed only) or one that has dropped it (strongly typed only).
+    """
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if flag is None:
+        major = int(trt.__version__.split(".")[0])
+        return builder.create_network(0), library == "tensorrt_rtx" or major >= 11
+    network = builder.create_network(1 << int(flag))
+    return network, bool(network.get_flag(flag))
+
+
 def build_plan(
     onnx_path: Path,
     out: Path,
     target_sm: str | None = None,
     workspace_mb: int = 2048,
     timing_cache: Path | None = None,
+    opt_batch: int = 1,
 ) -> Path:
-    """Build ``out`` from ``onnx_path`` and write its sidecar and build log; returns the log's path."""
+    """Build ``out`` from ``onnx_path`` with a batch profile 1…max tuned for ``opt_batch``, and write its sidecar
+    and build log; returns the log's path."""
     onnx_path, out = Path(onnx_path), Path(out)
     source = read_sidecar(onnx_path)
+    frame = source.frame
+    if not 1 <= opt_batch <= frame.max_batch:
+        raise BuildError(
+            f"--opt-batch {opt_batch}: {onnx_path.name} takes batches of 1 to {frame.max_batch}; give one in that "
+            "range (1 when the line judges one part at a time)"
+        )
     trt = import_tensorrt()
     library = library_name(trt)
     logger = collecting_logger(trt)
     builder = trt.Builder(logger)
-    flags = 0
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if strongly_typed is not None and library == "tensorrt":
-        flags |= 1 << int(strongly_typed)
-    network = builder.create_network(flags)
+    network, strongly_typed = create_network(trt, builder, library)
+    if not strongly_typed:
+        log.warning(
+            "%s %s builds weakly typed networks only: the plan may not keep the ONNX's precision",
+            library,
+            trt.__version__,
+        )
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
@@ -74,10 +100,9 @@ def build_plan(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    frame = source.frame
     profile = builder.create_optimization_profile()
     shape = frame.frame_shape()
-    profile.set_shape("frames", (1, *shape), (frame.max_batch, *shape), (frame.max_batch, *shape))
+    profile.set_shape("frames", (1, *shape), (opt_batch, *shape), (frame.max_batch, *shape))
     config.add_optimization_profile(profile)
     if library == "tensorrt_rtx":
         if target_sm not in RTX_TARGETS:
@@ -112,7 +137,8 @@ def build_plan(
             "compute_capability": capability,
             "gpu": gpu,
             "workspace_mb": workspace_mb,
-            "strongly_typed": True,
+            "strongly_typed": strongly_typed,
+            "batch_profile": {"min": 1, "opt": opt_batch, "max": frame.max_batch},
             "build_seconds": round(seconds, 2),
             "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
@@ -122,7 +148,8 @@ def build_plan(
     write_sidecar(out, sidecar)
     log_path = out.with_name(out.name + ".build.log")
     log_path.write_text(
-        f"# {library} {trt.__version__}, compute capability {capability or 'this GPU'}, {seconds:.2f} s\n"
+        f"# {library} {trt.__version__}, compute capability {capability or 'this GPU'}, {seconds:.2f} s, "
+        f"{'strongly' if strongly_typed else 'weakly'} typed, batch 1…{frame.max_batch} tuned for {opt_batch}\n"
         "# layer\ttype\toutput types\n"
         + "\n".join(network_precisions(network))
         + "\n# builder messages\n"

@@ -13,6 +13,7 @@ LINE_TESTS=(
     tests/test_security.py
     tests/test_calibration.py
     tests/test_basler.py
+    tests/test_tensorrt.py
 )
 
 if ! PYENV_VERSION=3.10.13 python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then
