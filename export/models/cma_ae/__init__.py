@@ -1,0 +1,30 @@
+"""CMA-AE: patch-wise autoencoder with a sparse memory of normal codes, gated feature repair and multi-scale
+feature residuals (distance map)."""
+
+from __future__ import annotations
+
+import torch
+
+from export.models.cma_ae.network import CMAAE, CMAAEConfig
+from export.models.cma_ae.training import CMAAETraining, train_cma_ae
+from export.models.registry import ModelSpec, register
+
+
+def load_cma_ae(config: CMAAEConfig, state: dict[str, torch.Tensor]) -> CMAAE:
+    """CMA-AE from a checkpoint's config and state dict."""
+    model = CMAAE(config)
+    model.load_state_dict(state)
+    return model
+
+
+SPEC = register(
+    ModelSpec(
+        name="cma-ae",
+        summary="CMA-AE (Luo et al.): 64×64 patch autoencoder, sparse memory, gated repair, multi-scale residual map",
+        model=CMAAE,
+        config=CMAAEConfig,
+        training=CMAAETraining,
+        train=train_cma_ae,
+        load=load_cma_ae,
+    )
+)
