@@ -1,0 +1,165 @@
+"""TrustMAE (Tan, Chen, Chen, Chen, "TrustMAE: A Noise-Resilient Defect Classification Framework using
+Memory-Augmented Auto-Encoders with Trust Regions", WACV 2021): an autoencoder whose bottleneck can only say
+what its memory of normal appearance holds.
+
+Data flow for an input ``B×3×S×S`` in [−1, 1]:
+
+* encoder: 3×3 stem (3 → ``width``), ``downsamplings`` 4×4 stride-2 convolutions doubling the channels up to
+  512 (32 → 64 → 128 → 256 → 512 → 512 by default: an S/32 × S/32 × 512 latent), then ``residual_blocks``
+  residual blocks; every convolution is followed by BatchNorm (folded at export) and ReLU, the latent ``z`` by
+  none;
+* memory (:class:`export.nn.soft_memory.SoftMemory`): every latent position is replaced by a soft combination of
+  its ``memory_top_k`` nearest items of ``memory_items`` learnt 512-d items;
+* decoder: the mirror (×2 upsampling and a 3×3 convolution per stage), a 3×3 convolution to RGB and tanh;
+* anomaly map: the squared reconstruction error (mean over RGB) times the perceptual distance between input and
+  reconstruction (:class:`export.nn.lpips_distance.LpipsDistance` on levels 0…``perceptual_levels − 1`` of the
+  frozen shared trunk, EfficientNet-Lite0 with ImageNet weights by default). The image score is the map's
+  maximum, an unbounded distance.
+
+The same forward pass trains, evaluates and is exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from export.data.batches import SYMMETRIC
+from export.models.base import AnomalyModel
+from export.nn.blocks import upsample2x
+from export.nn.lpips_distance import LpipsDistance
+from export.nn.soft_memory import SoftMemory
+from export.nn.trunk import Trunk, untrained_trunk
+
+LATENT_CHANNELS = 512
+
+
+@dataclass(frozen=True)
+class TrustMAEConfig:
+    """What defines a TrustMAE model besides its weights (the CPU preset's 128 px by default)."""
+
+    image_size: int = 128
+    width: int = 32
+    downsamplings: int = 5
+    residual_blocks: int = 3
+    memory_items: int = 64
+    memory_top_k: int = 3
+    trunk: str = "efficientnet_lite0"
+    perceptual_levels: int = 4
+    score: str = "max"
+    top_k: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def widths(self) -> list[int]:
+        """Channels of the stem and after each down-sampling (the last is the latent's)."""
+        return [min(self.width << i, LATENT_CHANNELS) for i in range(self.downsamplings + 1)]
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2 if stride == 1 else 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """x + BN(conv(ReLU(BN(conv(x))))), 3×3 convolutions keeping the channels."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_relu(channels, channels, 3),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Encoder(nn.Sequential):
+    def __init__(self, config: TrustMAEConfig) -> None:
+        widths = config.widths()
+        layers: list[nn.Module] = [conv_bn_relu(3, widths[0], 3)]
+        layers += [conv_bn_relu(a, b, 4, stride=2) for a, b in zip(widths, widths[1:], strict=False)]
+        layers += [ResidualBlock(widths[-1]) for _ in range(config.residual_blocks)]
+        super().__init__(*layers)
+
+
+class UpBlock(nn.Sequential):
+    """×2 upsampling, 3×3 convolution, BatchNorm, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(conv_bn_relu(c_in, c_out, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(upsample2x(x))
+
+
+class Decoder(nn.Sequential):
+    def __init__(self, config: TrustMAEConfig) -> None:
+        widths = config.widths()[::-1]
+        layers: list[nn.Module] = [UpBlock(a, b) for a, b in zip(widths, widths[1:], strict=False)]
+        layers += [nn.Conv2d(widths[-1], 3, 3, padding=1), nn.Tanh()]
+        super().__init__(*layers)
+
+
+class TrunkLevels(nn.Module):
+    """The frozen shared trunk as a feature extractor: the outputs of its first ``count`` levels."""
+
+    def __init__(self, trunk: Trunk, count: int) -> None:
+        super().__init__()
+        self.trunk, self.count = trunk, count
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.trunk.features(x, deepest=self.count - 1)
+
+
+class TrustMAE(AnomalyModel):
+    """``forward(x) → (reconstruction, z, distances)``; ``anomaly_map`` is squared error × perceptual distance."""
+
+    score_kind = "distance"
+    normalisation = SYMMETRIC
+
+    def __init__(self, config: TrustMAEConfig, trunk: Trunk | None = None, memory_items: int | None = None) -> None:
+        super().__init__()
+        trunk = trunk if trunk is not None else untrained_trunk(config.trunk)
+        self.config = config
+        self.encoder = Encoder(config)
+        self.memory = SoftMemory(memory_items or config.memory_items, LATENT_CHANNELS, config.memory_top_k)
+        self.decoder = Decoder(config)
+        self.perceptual = LpipsDistance(TrunkLevels(trunk, config.perceptual_levels), SYMMETRIC)
+        self.perceptual.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TrustMAE:
+        """Like ``nn.Module.train``; the frozen trunk stays in eval mode (fixed BatchNorm statistics)."""
+        super().train(mode)
+        self.perceptual.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)
+        read, distances = self.memory(z)
+        return self.decoder(read), z, distances
+
+    def error_map(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Squared error (mean over RGB) × perceptual distance: ``B×1×S×S`` FP32."""
+        squared = (x.float() - reconstruction.float()).pow(2).mean(dim=1, keepdim=True)
+        return squared * self.perceptual(x, reconstruction)
+
+    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.error_map(x, self(x)[0])
+
+    def details(self) -> dict:
+        return {
+            "memory_items": self.config.memory_items,
+            "memory_items_kept": int(self.memory.items.shape[0]),
+            "memory_top_k": self.config.memory_top_k,
+            "perceptual_levels": self.config.perceptual_levels,
+            **self.perceptual.extractor.trunk.details(),
+        }
