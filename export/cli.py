@@ -51,6 +51,12 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-per-defect", type=int, default=15)
     parser.add_argument("--crop", type=int, default=192, help="side of the window cut from the 512 px photo")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--contamination",
+        type=float,
+        default=0.0,
+        help="fraction of train/good given a defect of the test kinds (masks under train_contamination/)",
+    )
 
     def body(args: argparse.Namespace) -> int:
         from export.data.texture_dataset import make_texture_dataset
@@ -65,6 +71,7 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
                 test_per_defect=args.test_per_defect,
                 crop=args.crop,
                 seed=args.seed,
+                contamination=args.contamination,
             )
         except (ValueError, FileExistsError) as exc:
             raise UserError(str(exc)) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import cv2
 import onnx
 import pytest
 import torch
@@ -153,3 +154,25 @@ def test_tensorrt_rtx_builds_the_onnx_for_sm86(onnx_path: Path, tmp_path: Path) 
     sidecar = read_sidecar(plan)
     assert plan.stat().st_size > 100_000 and sidecar.build["compute_capability"] == "8.6"
     assert sidecar.source["sha256"] == read_sidecar(onnx_path).sha256
+
+
+def test_edge_dataset_mixes_defective_parts_into_train_good(tmp_path: Path) -> None:
+    from export.cli import dataset_main
+
+    sizes = ["--texture", "gravel", "--image-size", "32", "--train", "10", "--test-good", "1", "--crop", "64"]
+    sizes += ["--test-per-defect", "1"]
+    assert dataset_main(["--out", str(tmp_path / "clean"), *sizes]) == 0
+    assert dataset_main(["--out", str(tmp_path / "dirty"), *sizes, "--contamination", "0.4"]) == 0
+    masks = sorted((tmp_path / "dirty" / "train_contamination").rglob("*_mask.png"))
+    assert len(masks) == 4 and {m.parent.name for m in masks} == {"scratch", "crack", "stain", "shape"}
+    dirty = {m.name.removesuffix("_mask.png") for m in masks}
+    for image in sorted((tmp_path / "clean" / "train" / "good").glob("*.png")):
+        other = cv2.imread(str(tmp_path / "dirty" / "train" / "good" / image.name))
+        clean = cv2.imread(str(image))
+        if image.stem in dirty:
+            mask = cv2.imread(str(next(m for m in masks if m.name.startswith(image.stem))), cv2.IMREAD_GRAYSCALE) > 0
+            assert mask.any() and (other != clean).any(axis=2)[~mask].sum() == 0 and (other != clean)[mask].any()
+        else:
+            assert (other == clean).all()
+    assert (tmp_path / "clean" / "train_contamination").exists() is False
+    assert dataset_main(["--out", str(tmp_path / "bad"), *sizes, "--contamination", "1.5"]) == 2

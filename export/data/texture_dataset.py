@@ -474,6 +474,7 @@ def make_texture_dataset(
     test_per_defect: int = 15,
     crop: int = 192,
     seed: int = 0,
+    contamination: float = 0.0,
 ) -> dict:
     """Write an MVTec-AD-style dataset cut from the scikit-image photo ``texture`` into ``out``; return a summary.
 
@@ -487,6 +488,11 @@ def make_texture_dataset(
     The summary holds ``texture``, ``image_size``, ``crop``, ``seed``, ``train_rows`` and ``test_rows`` (the
     disjoint row bands ``[start, stop)`` of the photo the windows come from), ``defect_kinds``, ``counts``
     (images per ``"train/good"``, ``"test/good"``, ``"test/<defect>"``) and ``path``.
+
+    ``contamination`` (in [0, 1]) paints a defect of the test kinds (in turn) onto that fraction of the training
+    images, chosen at random, as a training folder nobody cleaned would hold; their masks are kept aside under
+    ``train_contamination/<defect>/`` and the summary lists them under ``contaminated``. The clean images are the
+    same as without contamination.
     """
     _check_texture(texture)
     _check_int("image_size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
@@ -498,6 +504,8 @@ def make_texture_dataset(
     for name, value in (("train", train), ("test_good", test_good), ("test_per_defect", test_per_defect)):
         _check_int(name, value, 0)
     _check_int("seed", seed, 0)
+    if not 0.0 <= contamination <= 1.0:
+        raise ValueError(f"contamination must be a fraction in [0, 1]; got {contamination!r}")
 
     out = Path(out)
     train_rows, test_rows = _row_bands(height, crop)
@@ -510,6 +518,11 @@ def make_texture_dataset(
 
     files = [f"{split}/{label}/{name(i)}.png" for split, label, n in plan for i in range(n)]
     files += [f"ground_truth/{kind}/{name(i)}_mask.png" for kind in DEFECT_KINDS for i in range(test_per_defect)]
+    picked = np.random.default_rng([seed, TEXTURES.index(texture), len(plan)]).permutation(train)
+    contaminated = {
+        int(i): DEFECT_KINDS[j % len(DEFECT_KINDS)] for j, i in enumerate(picked[: round(contamination * train)])
+    }
+    files += [f"train_contamination/{kind}/{name(i)}_mask.png" for i, kind in sorted(contaminated.items())]
     summary = {
         "texture": texture,
         "image_size": image_size,
@@ -520,12 +533,19 @@ def make_texture_dataset(
         "defect_kinds": list(DEFECT_KINDS),
         "counts": {f"{split}/{label}": n for split, label, n in plan},
     }
+    if contaminated:
+        summary |= {
+            "contamination": contamination,
+            "contaminated": {name(i): k for i, k in sorted(contaminated.items())},
+        }
 
     _prepare_folder(out)
     for split, label, _ in plan:
         (out / split / label).mkdir(parents=True, exist_ok=True)
     for kind in DEFECT_KINDS:
         (out / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+    for kind in set(contaminated.values()):
+        (out / "train_contamination" / kind).mkdir(parents=True, exist_ok=True)
     # The marker goes first, listing every file about to be written, so an interrupted run can be redone.
     marker = {
         "generator": "export.data.texture_dataset",
@@ -544,5 +564,8 @@ def make_texture_dataset(
             if label != "good":
                 image, mask = paste_defect(image, label, rng, avoid_texture=texture)
                 _write_png(out / "ground_truth" / label / f"{name(i)}_mask.png", mask)
+            elif split == "train" and i in contaminated:
+                image, mask = paste_defect(image, contaminated[i], rng, avoid_texture=texture)
+                _write_png(out / "train_contamination" / contaminated[i] / f"{name(i)}_mask.png", mask)
             _write_png(out / split / label / f"{name(i)}.png", image)
     return {**summary, "path": str(out)}

@@ -5,7 +5,7 @@ what its memory of normal appearance holds.
 Data flow for an input ``B×3×S×S`` in [−1, 1]:
 
 * encoder: 3×3 stem (3 → ``width``), ``downsamplings`` 4×4 stride-2 convolutions doubling the channels up to
-  512 (32 → 64 → 128 → 256 → 512 → 512 by default: an S/32 × S/32 × 512 latent), then ``residual_blocks``
+  512 (with width 32: 32 → 64 → 128 → 256 → 512 → 512, an S/32 × S/32 × 512 latent), then ``residual_blocks``
   residual blocks; every convolution is followed by BatchNorm (folded at export) and ReLU, the latent ``z`` by
   none;
 * memory (:class:`export.nn.soft_memory.SoftMemory`): every latent position is replaced by a soft combination of
@@ -38,10 +38,11 @@ LATENT_CHANNELS = 512
 
 @dataclass(frozen=True)
 class TrustMAEConfig:
-    """What defines a TrustMAE model besides its weights (the CPU preset's 128 px by default)."""
+    """What defines a TrustMAE model besides its weights. The defaults are the CPU preset (128 px, stem width 16:
+    16 → 32 → 64 → 128 → 256 → 512); ``width = 32`` is the full-size choice (32 → 64 → … → 512 → 512)."""
 
     image_size: int = 128
-    width: int = 32
+    width: int = 16
     downsamplings: int = 5
     residual_blocks: int = 3
     memory_items: int = 64
