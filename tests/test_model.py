@@ -5,12 +5,11 @@ import warnings
 import pytest
 import torch
 
-from export.errors import CheckpointError
 from export.graph.score_head import top_k_mean
 from export.models.memseg.network import MemSeg, MemSegConfig
 from export.models.memseg.training import memseg_loss
 from export.nn.losses import focal_loss
-from export.nn.trunk import RANDOM_INIT_WARNING, Trunk, load_resnet18, untrained_trunk
+from export.nn.trunk import build_trunk, untrained_trunk
 
 
 def small_model(train_trunk: bool = False, size: int = 64) -> MemSeg:
@@ -83,28 +82,24 @@ def test_loss_is_low_for_a_perfect_prediction_and_focal_down_weights_easy_pixels
     assert float(focal_loss(easy, torch.zeros(1, 1, 1))) < 1e-3 * float(bce)
 
 
-def test_random_init_warns_and_bad_weights_are_refused(tmp_path) -> None:
+def test_random_resnet18_warns_and_is_recorded_as_random() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        Trunk(load_resnet18(None))
-    assert any(RANDOM_INIT_WARNING in str(w.message) for w in caught)
-    with pytest.raises(CheckpointError, match="not found"):
-        load_resnet18(tmp_path / "missing.pth")
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="cannot read backbone weights"):
-        load_resnet18(garbage)
-    wrong = tmp_path / "wrong.pth"
-    torch.save({"conv.weight": torch.zeros(1)}, wrong)
-    with pytest.raises(CheckpointError, match="does not hold ResNet18 weights"):
-        load_resnet18(wrong)
+        trunk = build_trunk("resnet18")
+    assert any("random initialisation" in str(w.message) for w in caught)
+    assert trunk.details()["trunk_weights"] == "random"
 
 
-def test_real_resnet18_state_dict_loads(tmp_path) -> None:
-    from torchvision.models import resnet18
-
-    reference = resnet18(weights=None)
-    path = tmp_path / "resnet18.pth"
-    torch.save(reference.state_dict(), path)
-    loaded = load_resnet18(path)
-    torch.testing.assert_close(loaded.conv1.weight, reference.conv1.weight)
+def test_widths_follow_an_efficientnet_trunk() -> None:
+    pytest.importorskip("timm")
+    memory = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    config = MemSegConfig(image_size=64, memory_samples=2, trunk="efficientnet_lite0")
+    model = MemSeg(config, untrained_trunk("efficientnet_lite0"), memory)
+    model.refresh_memory()
+    assert [f.shape[1] for f in model.memory.features()] == [24, 40, 112]
+    assert [b.project[-1][0].out_channels for b in model.fusion.blocks] == [24, 40, 112]
+    assert model.decoder.ups[0][0].in_channels == 320 and model.decoder.head[0][0].in_channels == 16
+    assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+    assert model.details()["trunk"] == "efficientnet_lite0"
+    with pytest.raises(ValueError, match="config names trunk resnet18"):
+        MemSeg(MemSegConfig(image_size=64, memory_samples=2), untrained_trunk("efficientnet_lite0"), memory)

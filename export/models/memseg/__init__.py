@@ -12,7 +12,7 @@ from export.nn.trunk import untrained_trunk
 
 def load_memseg(config: MemSegConfig, state: dict[str, torch.Tensor]) -> MemSeg:
     """MemSeg from a checkpoint's config and state dict, its memory bank rebuilt from the memory images."""
-    model = MemSeg(config, untrained_trunk(), state["memory_images"])
+    model = MemSeg(config, untrained_trunk(config.trunk), state["memory_images"])
     model.load_state_dict(state)
     model.refresh_memory()
     return model
@@ -27,5 +27,6 @@ SPEC = register(
         training=MemSegTraining,
         train=train_memseg,
         load=load_memseg,
+        quick={"image_size": 64, "memory_samples": 3, "iterations": 10, "batch_size": 4},
     )
 )

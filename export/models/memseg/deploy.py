@@ -23,7 +23,7 @@ from torch import nn
 
 from export.data.batches import normalise
 from export.graph.folding import fold_batchnorm, scale_input_channels
-from export.models.memseg.network import SCALE_CHANNELS, MemSeg
+from export.models.memseg.network import MemSeg
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -47,7 +47,9 @@ def prepare_for_export(model: MemSeg, precision: str) -> MemSeg:
     fold_batchnorm(model)
     _absorb_feature_scale(model)
     calibration = normalise(model.memory_images.permute(0, 3, 1, 2))
-    trunk_scale = power_of_two_above(_peaks(model, calibration)["trunk"], RANGE_TARGET)
+    trunk_peak = _peaks(model, calibration)["trunk"]
+    # Only a ReLU trunk scales exactly; EfficientNet-Lite0's ReLU6 clips, and bounds its activations instead.
+    trunk_scale = power_of_two_above(trunk_peak, RANGE_TARGET) if model.trunk.homogeneous else 1.0
     _rescale_trunk(model, trunk_scale)
     peaks = _peaks(model, calibration)
     fusion_scale = [power_of_two_above(peaks[f"fusion{i}"], RANGE_TARGET) for i in range(3)]
@@ -79,15 +81,17 @@ def _scale_decoder_skips(model: MemSeg, factors: list[float]) -> None:
     """Multiply the skip-channel weights of decoder merge k by the factor of scale 2 − k."""
     for k, merge in enumerate(model.decoder.merges[:3]):
         conv = merge[0]
-        scale_input_channels(conv, factors[2 - k], slice(conv.in_channels - SCALE_CHANNELS[2 - k], None))
+        scale_input_channels(conv, factors[2 - k], slice(conv.in_channels - model.scale_channels[2 - k], None))
 
 
 @torch.no_grad()
 def _rescale_trunk(model: MemSeg, c: float) -> None:
     """Divide every trunk activation by ``c`` (first conv's weights and all biases), the bank too, and multiply
-    the weights of everything that reads the trunk by ``c``."""
+    the weights of everything that reads the trunk by ``c``. Exact for a ReLU trunk only (``homogeneous``)."""
     if c == 1.0:
         return
+    if not model.trunk.homogeneous:
+        raise ValueError(f"the {model.trunk.name} trunk does not scale exactly (its activations clip)")
     convs = [m for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
     convs[0].weight /= c
     for conv in convs:
@@ -100,7 +104,7 @@ def _rescale_trunk(model: MemSeg, c: float) -> None:
         scale_input_channels(block.attention.squeeze[0], c)
     scale_input_channels(model.decoder.ups[0][0], c)
     merge = model.decoder.merges[3][0]
-    scale_input_channels(merge, c, slice(merge.in_channels - SCALE_CHANNELS[0], None))
+    scale_input_channels(merge, c, slice(merge.in_channels - model.trunk.levels[0].channels, None))
     _scale_decoder_skips(model, [c**3, c**2, c])
 
 

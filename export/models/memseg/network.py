@@ -3,12 +3,14 @@ differences and commonalities", 2023), as the paper and the authors' released in
 
 Data flow for a normalised ``B×3×S×S`` input (S = 256 by default):
 
-* ResNet18 trunk: stem (S/2), layer1…layer3 (S/4 … S/16) and layer4 (S/32). conv1…layer3 are frozen (unless
-  ``train_trunk``), layer4 trains.
+* Trunk (:mod:`export.nn.trunk`; ResNet18 as in the paper, or EfficientNet-Lite0): level 0 (S/2), levels 1…3
+  (S/4 … S/16) and level 4 (S/32). Levels 0…3 are frozen (unless ``train_trunk``), level 4 trains. The fusion and
+  decoder widths follow the trunk's channels (ResNet18: the paper's 64/128/256 and 512; EfficientNet-Lite0:
+  24/40/112 and 320, a narrower network than the paper's).
 * Memory: the smoothed layer1…layer3 features of N good images. Per scale the nearest sample by L1 sum gives
   DI* = |MI* − II|; ``[II, DI*] × 100`` (the released code's scale) goes to the fusion.
 * Multi-scale feature fusion: per scale a 3×3 conv keeping channels, weighted by coordinate attention computed
-  from its input, then two conv blocks to 64/128/256 channels; top-down fusion (upsample, conv, add).
+  from its input, then two conv blocks to the level's channels; top-down fusion (upsample, conv, add).
 * Spatial attention: M3 = mean_c(DI3*), M2 = mean_c(DI2*) ⊙ up(M3), M1 = mean_c(DI1*) ⊙ up(M2) weight the fused
   features of their scale.
 * Decoder: U-Net of bilinear upsampling and conv-BN-ReLU blocks with the fused features and the stem output as
@@ -34,14 +36,13 @@ from export.nn.blocks import ConvBNReLU, CoordinateAttention, upsample2x
 from export.nn.memory import MemoryBank, smooth
 from export.nn.trunk import Trunk
 
-SCALE_CHANNELS = (64, 128, 256)  # ResNet18 layer1…layer3
-
 
 @dataclass(frozen=True)
 class MemSegConfig:
     """What defines a MemSeg model besides its weights."""
 
     image_size: int = 256
+    trunk: str = "resnet18"
     memory_samples: int = 30
     feature_scale: float = 100.0
     top_k: int = 100
@@ -69,12 +70,10 @@ class FusionBlock(nn.Module):
 class FeatureFusion(nn.Module):
     """Fuses ``[II, DI*]`` of three scales top-down and weights each scale by its spatial attention."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: tuple[int, int, int]) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(FusionBlock(c) for c in SCALE_CHANNELS)
-        self.top_down = nn.ModuleList(
-            nn.Conv2d(SCALE_CHANNELS[i + 1], SCALE_CHANNELS[i], 3, padding=1) for i in range(2)
-        )
+        self.blocks = nn.ModuleList(FusionBlock(c) for c in channels)
+        self.top_down = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 3, padding=1) for i in range(2))
 
     def forward(self, concatenated: list[torch.Tensor], attention: list[torch.Tensor]) -> list[torch.Tensor]:
         fused = [block(x) for block, x in zip(self.blocks, concatenated, strict=True)]
@@ -99,14 +98,15 @@ class SpatialAttention(nn.Module):
 
 
 class Decoder(nn.Module):
-    """U-Net decoder: layer4 → S/16 … S/2 with skips (fused scales, stem), then S with 2 output channels."""
+    """U-Net decoder: level 4 → S/16 … S/2 with skips (fused scales, level 0), then S with 2 output channels.
+    ``channels`` are the trunk's five level widths (ResNet18: 64, 64, 128, 256, 512)."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: tuple[int, ...]) -> None:
         super().__init__()
-        steps = [(512, 256, 256), (256, 128, 128), (128, 64, 64), (64, 64, 64)]  # in, out, skip channels
+        steps = [(channels[i + 1], channels[i], channels[i]) for i in (3, 2, 1, 0)]  # in, out, skip channels
         self.ups = nn.ModuleList(ConvBNReLU(c_in, c_out) for c_in, c_out, _ in steps)
         self.merges = nn.ModuleList(ConvBNReLU(c_out + skip, c_out) for _, c_out, skip in steps)
-        self.head = nn.Sequential(ConvBNReLU(64, 32), nn.Conv2d(32, 2, 3, padding=1))
+        self.head = nn.Sequential(ConvBNReLU(channels[0], 32), nn.Conv2d(32, 2, 3, padding=1))
 
     def forward(self, deepest: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         x = deepest
@@ -124,13 +124,16 @@ class MemSeg(AnomalyModel):
 
     def __init__(self, config: MemSegConfig, trunk: Trunk, memory_images: torch.Tensor) -> None:
         super().__init__()
+        if trunk.name != config.trunk:
+            raise ValueError(f"config names trunk {config.trunk}, given {trunk.name}")
         self.config = config
         self.trunk = trunk
+        self.scale_channels = tuple(level.channels for level in trunk.levels[1:4])
         self.register_buffer("memory_images", memory_images.to(torch.uint8))  # N×H×W×3 RGB
-        self.memory = MemoryBank(SCALE_CHANNELS, config.image_size, len(memory_images))
-        self.fusion = FeatureFusion()
+        self.memory = MemoryBank(self.scale_channels, config.image_size, len(memory_images))
+        self.fusion = FeatureFusion(self.scale_channels)
         self.spatial_attention = SpatialAttention()
-        self.decoder = Decoder()
+        self.decoder = Decoder(tuple(level.channels for level in trunk.levels))
         self.dtype = torch.float32  # of the convolutions; FP16 only in an FP16 export
         self.feature_scale = config.feature_scale  # 1 once an export has moved it into the weights
         self.scales: dict = {}  # what an export chose (power-of-two rescaling), for the sidecar
@@ -160,7 +163,7 @@ class MemSeg(AnomalyModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stem, shallow = self.trunk.shallow(x.to(self.dtype))
-        deepest = self.trunk.layer4(shallow[-1])
+        deepest = self.trunk.deepest(shallow[-1])
         features = smooth(shallow)
         s = self.feature_scale
         differences = self.memory.differences(features)  # FP32: distances and their sums overflow FP16
@@ -175,7 +178,7 @@ class MemSeg(AnomalyModel):
         return torch.softmax(self(x).float(), dim=1)[:, 1:2]
 
     def details(self) -> dict:
-        return {"memory_samples": len(self.memory_images), "trunk": "resnet18"}
+        return {"memory_samples": len(self.memory_images), **self.trunk.details()}
 
     def example_images(self) -> np.ndarray:
         return self.memory_images.cpu().numpy()

@@ -15,14 +15,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge.sidecar import sha256_file
 from export.data.batches import to_batch
 from export.data.simulation import DefectSimulator
 from export.errors import DataError
 from export.models.memseg.network import MemSeg, MemSegConfig
 from export.models.registry import TrainRun
 from export.nn.losses import focal_loss, l1_loss
-from export.nn.trunk import Trunk, load_resnet18
+from export.nn.trunk import build_trunk
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,12 @@ class MemSegTraining:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
-    backbone_weights: Path | None = field(
-        default=None, metadata={"help": "torchvision ResNet18 state dict; without it: random init"}
+    backbone_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "the trunk's weights: imagenet, random or a file; default: imagenet where it installs with the "
+            "package (efficientnet_lite0), random otherwise (resnet18)"
+        },
     )
     calibrate_batchnorm: bool = field(
         default=False,
@@ -93,7 +96,7 @@ def train_memseg(run: TrainRun) -> tuple[MemSeg, dict]:
     except ValueError as exc:
         raise DataError(f"--texture-dir: {exc}") from exc
     memory = torch.from_numpy(np.stack([images[i] for i in memory_index]))
-    trunk = Trunk(load_resnet18(options.backbone_weights))
+    trunk = build_trunk(config.trunk, options.backbone_weights)
     if options.calibrate_batchnorm:
         trunk.calibrate_batchnorm([to_batch(images[i : i + 16]) for i in range(0, min(len(images), 128), 16)])
     model = MemSeg(config, trunk, memory).to(device)
@@ -132,7 +135,7 @@ def train_memseg(run: TrainRun) -> tuple[MemSeg, dict]:
     if config.train_trunk:
         model.refresh_memory()
     summary = {
-        "backbone_weights_sha256": sha256_file(options.backbone_weights) if options.backbone_weights else None,
+        **trunk.details(),
         "train_images": len(train_index),
         "memory_images": len(memory_index),
         "loss_first": float(np.mean(losses[: max(1, len(losses) // 10)])),

@@ -1,0 +1,151 @@
+"""PatchCore: the folded nearest-neighbour search equals a direct one, the coreset covers the data, the re-weighting
+is the paper's, and a model built in seconds exports, agrees with ONNX Runtime and builds with TensorRT-RTX."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge.sidecar import FrameSpec, read_sidecar
+from export.errors import UserError
+from export.exporter import export_artefact
+from export.models.patchcore import network as patchcore_network
+from export.models.patchcore.network import PatchCore, PatchCoreConfig, nearest_in_bank
+from export.nn.coreset import greedy_coreset
+from export.nn.trunk import untrained_trunk
+from export.verify import verify
+
+pytest.importorskip("timm")
+FRAME = FrameSpec(64, 64, "rgb8", max_batch=2)
+
+
+def random_model(bank_vectors: int = 5000, reweight: bool = False) -> PatchCore:
+    """A PatchCore on a random EfficientNet-Lite0 with a random bank (more than one bank chunk)."""
+    config = PatchCoreConfig(image_size=64, reweight=reweight, reweight_neighbours=4)
+    trunk = untrained_trunk("efficientnet_lite0")
+    bank = torch.randn(bank_vectors, 64, generator=torch.Generator().manual_seed(0))
+    return PatchCore(config, trunk, bank).eval()
+
+
+def test_folded_distance_equals_a_direct_cdist() -> None:
+    model = random_model()
+    assert model.chunks == 2
+    features = torch.randn(2, 64, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        distance, index = model.nearest(features)
+    direct = torch.cdist(features.permute(0, 2, 3, 1).reshape(-1, 64), model.bank)
+    expected, expected_index = direct.min(dim=1)
+    torch.testing.assert_close(distance.flatten(), expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(index.flatten(), expected_index)
+    bank_member = model.bank[4321].view(1, 64, 1, 1)
+    member_distance, member_index = model.nearest(bank_member)
+    assert float(member_distance) == 0.0 and int(member_index) == 4321
+
+
+def test_map_is_the_smoothed_patch_distance_and_non_negative() -> None:
+    model = random_model(100)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        amap = model.anomaly_map(x)
+        distance, _ = model.nearest(model.patch_features(x))
+    assert amap.shape == (2, 1, 64, 64) and amap.dtype == torch.float32 and float(amap.min()) >= 0.0
+    assert float(amap.max()) <= float(distance.max()) + 1e-5  # smoothing averages, never adds
+    assert model.score_kind == "distance" and model.score_head.kind == "max"
+
+
+def test_greedy_coreset_covers_every_cluster_and_beats_random_picks() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 50, (6, 16))
+    sizes = [2000, 1000, 500, 200, 50, 5]
+    points = torch.from_numpy(
+        np.concatenate([c + rng.normal(0, 1, (n, 16)) for c, n in zip(centres, sizes, strict=True)])
+    )
+    picked = greedy_coreset(points.float(), 6, np.random.default_rng(1), projection=8)
+    assert len(set(picked.tolist())) == 6
+    cluster = np.repeat(np.arange(6), sizes)
+    assert sorted(cluster[picked.numpy()].tolist()) == [0, 1, 2, 3, 4, 5]
+    picked = greedy_coreset(points.float(), 60, np.random.default_rng(1), projection=16)
+    random = torch.from_numpy(np.random.default_rng(2).choice(len(points), 60, replace=False))
+    radius = lambda idx: float(torch.cdist(points, points[idx]).min(dim=1).values.max())  # noqa: E731
+    assert radius(picked) < radius(random)
+    assert torch.equal(picked, greedy_coreset(points.float(), 60, np.random.default_rng(1), projection=16))
+
+
+def test_reweighting_is_the_papers_weight_on_the_worst_patch() -> None:
+    model = random_model(300, reweight=True)
+    assert torch.equal(model.bank_neighbours[:, 0], torch.arange(300))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = model.patch_features(x)
+        distance, index = model.nearest(features)
+        weighted = model.anomaly_map(x)
+        plain = model.smooth(distance)
+    worst = int(distance.flatten().argmax())
+    patch = features.flatten(2)[0, :, worst]
+    nearest = int(index.flatten()[worst])
+    support = torch.cdist(model.bank[nearest][None], model.bank)[0].argsort()[:4]
+    spread = (model.bank[support] - patch).norm(dim=1)
+    weight = 1 - torch.softmax(spread, dim=0)[0]
+    torch.testing.assert_close(weighted, plain * weight, rtol=1e-5, atol=1e-6)
+    assert torch.equal(nearest_in_bank(model.bank, 4)[nearest], support)
+
+
+def test_a_bank_too_large_for_the_target_is_refused_with_the_fix(monkeypatch) -> None:
+    model = random_model(5000)
+    monkeypatch.setattr(patchcore_network, "MAX_BANK_MB", 1.0)
+    with pytest.raises(UserError, match=r"smaller --coreset \(at most 4096 vectors"):
+        model.prepare_for_export("fp32")
+    with pytest.raises(UserError, match="fp32 only"):
+        random_model(10).prepare_for_export("fp16")
+
+
+@pytest.fixture(scope="module")
+def patchcore_checkpoint(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from export.train import train
+
+    out = tmp_path_factory.mktemp("patchcore") / "patchcore.pt"
+    values = {"image_size": 64, "coreset": 0.25, "reweight": True}
+    return out, train("patchcore", brick_dataset, out, values, device="cpu", seed=0, progress=False)
+
+
+def test_training_builds_the_bank_without_gradient_steps(patchcore_checkpoint: tuple[Path, dict]) -> None:
+    from export.checkpoint import load_model
+
+    path, summary = patchcore_checkpoint
+    assert summary["patch_features"] == 12 * 16 * 16 and summary["bank_vectors"] == 12 * 16 * 16 // 4
+    assert summary["trunk_weights"] == "imagenet" and summary["seconds"] < 60
+    model, _ = load_model(path)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.details()["trunk_weights_sha256"] == summary["trunk_weights_sha256"]
+
+
+@pytest.fixture(scope="module")
+def patchcore_onnx(patchcore_checkpoint: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("patchcore_onnx") / "patchcore.onnx"
+    export_artefact(patchcore_checkpoint[0], out, FRAME, "fp32")
+    return out
+
+
+def test_onnx_runtime_matches_the_checkpoint(
+    patchcore_onnx: Path, patchcore_checkpoint: tuple[Path, dict], brick_dataset: Path
+) -> None:
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(patchcore_onnx)).graph.node}
+    assert {"Conv", "ReduceMin", "ArgMin"} <= ops or {"Conv", "ArgMin"} <= ops
+    assert "BatchNormalization" not in ops
+    result = verify(patchcore_onnx, patchcore_checkpoint[0], brick_dataset)
+    assert result.max_map_difference <= 1e-4 and result.verdicts_differing == 0 and result.passed
+    sidecar = read_sidecar(patchcore_onnx)
+    assert sidecar.score.kind == "distance" and sidecar.model_details["trunk_weights"] == "imagenet"
+
+
+def test_tensorrt_rtx_builds_the_onnx_for_sm86(patchcore_onnx: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed (pip install .[tensorrt-rtx])")
+    from edge.tensorrt_build import build_plan
+
+    plan = tmp_path / "patchcore.plan"
+    build_plan(patchcore_onnx, plan, target_sm="86", workspace_mb=512)
+    assert plan.stat().st_size > 100_000
+    assert read_sidecar(plan).build["compute_capability"] == "8.6"
