@@ -3,6 +3,7 @@
 from export.models import (
     cma_ae,  # noqa: F401  (registers itself)
     memseg,  # noqa: F401  (registers itself)
+    patchcore,  # noqa: F401  (registers itself)
     rb_ae,  # noqa: F401  (registers itself)
 )
 from export.models.registry import ModelSpec, TrainRun, get_spec, model_names, register
