@@ -3,17 +3,19 @@ features are repaired by attending to the features of one defect-free reference 
 
 Data flow for a normalised ``B×3×S×S`` input in [−1, 1] (S a multiple of 64; 128 on the CPU preset):
 
-* **Encoder** [III-C]: 5 levels of two conv3×3-BN-ReLU, widths 32/64/128/256/256; level 1 at stride 1 (S),
-  levels 2–5 at stride 2 (S/2 … S/16).
+* **Encoder** [III-C]: 5 levels of two conv3×3-BN-ReLU, widths ``width``·(1, 2, 4, 8, 8): the paper's
+  32/64/128/256/256 at ``width`` 32 (the GPU preset), half that on the CPU preset (``width`` 16, a quarter of the
+  FLOPs); level 1 at stride 1 (S), levels 2–5 at stride 2 (S/2 … S/16).
 * **Reference-based feature repair** (RBFRM, Eq. 3–5, :mod:`export.nn.reference_attention`) at levels 3–5 with
   ``K = 2`` and ``K = 4``: each K×K patch of the input's features becomes the softmax(10·cosine)-weighted sum of
   the reference's K×K patches. The reference image is a buffer of the model; its patch banks are recomputed from
   it with :meth:`RBAE.refresh_reference` (non-persistent buffers, constants in the exported graph).
-* **Feature fusion** (FFM, Eq. 6–8): ``F_U = F_d + F_rep2 + F_rep4`` → 5×5 conv to 64 channels, ReLU → one 5×5
-  conv to the three C-channel maps (the paper's three convs side by side) → Softmax over the stacked axis →
-  ``Σ Ā ⊙ (F_d, F_rep2, F_rep4)``.
-* **Decoder**: repaired level 5, ×2 upsampling and conv-BN-ReLU per level, repaired levels 4 and 3 concatenated on
-  the way up (no skips from levels 1–2: they would carry the defect through), 3×3 conv to RGB, tanh.
+* **Feature fusion** (FFM, Eq. 6–8): ``F_U = F_d + F_rep2 + F_rep4`` → 5×5 conv to 2·``width`` channels (the
+  paper's 64), ReLU → one 5×5 conv to the three C-channel maps (the paper's three convs side by side) → Softmax
+  over the stacked axis → ``Σ Ā ⊙ (F_d, F_rep2, F_rep4)``.
+* **Decoder**: repaired level 5, ×2 upsampling and conv-BN-ReLU per level (4·``width`` channels at S/8, halved at
+  each level), repaired levels 4 and 3 concatenated on the way up (no skips from levels 1–2: they would carry the
+  defect through), 3×3 conv to RGB, tanh.
 * **Anomaly map** (MSFDM, Eq. 10–11): encoder levels 1–3 of the input and of its reconstruction, concatenated, each
   scale through its own segmentation head (conv-BN-ReLU, 1×1 conv to 2 logits); per scale the softmax defect
   probability, ``AM = 0.2·AM1 + 0.2·up(AM2) + 0.6·up(AM3)``: a probability in [0, 1].
