@@ -5,6 +5,7 @@ from export.models import (
     memseg,  # noqa: F401  (registers itself)
     patchcore,  # noqa: F401  (registers itself)
     rb_ae,  # noqa: F401  (registers itself)
+    trustmae,  # noqa: F401  (registers itself)
 )
 from export.models.registry import ModelSpec, TrainRun, get_spec, model_names, register
 
