@@ -145,6 +145,16 @@ def test_the_onnx_reads_the_memory_without_gather_and_agrees_with_the_checkpoint
     assert sidecar.to_dict()["model_details"]["memory_items_kept"] == load_model(checkpoint[0])[0].memory.items.shape[0]
 
 
+def test_fp16_onnx_gives_the_fp32_verdicts(checkpoint: tuple[Path, dict], brick_dataset: Path, tmp_path: Path) -> None:
+    path = tmp_path / "trustmae_fp16.onnx"
+    export_artefact(checkpoint[0], path, FrameSpec(64, 64, "rgb8"), "fp16")
+    result = verify(path, checkpoint[0], brick_dataset)
+    assert result.non_finite == 0 and result.verdicts_differing == 0 and result.passed
+    ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert ops["TopK"] == 1 and "Gather" not in ops
+    assert read_sidecar(path).build["fp16_max_relative_error"] < 0.1
+
+
 def test_tensorrt_rtx_builds_the_onnx_for_sm86(onnx_path: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed (pip install .[tensorrt-rtx])")
     from edge.tensorrt_build import build_plan

@@ -29,7 +29,8 @@ class LpipsDistance(nn.Module):
     lies in [0, 4], so the map does too).
 
     ``extractor`` maps a batch normalised as ``trunk_normalisation`` to a list of feature maps; the images come
-    normalised as ``normalisation`` and are converted on the way in.
+    normalised as ``normalisation`` and are converted on the way in (FP32), then cast to ``dtype``, the extractor's
+    precision (FP16 only where an export says so).
     """
 
     def __init__(
@@ -42,10 +43,11 @@ class LpipsDistance(nn.Module):
         )
         self.register_buffer("scale", std / trunk_std, persistent=False)
         self.register_buffer("shift", (mean - trunk_mean) / trunk_std, persistent=False)
+        self.dtype = torch.float32
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        features = self.extractor(torch.cat([x, y]) * self.scale + self.shift)
+        features = self.extractor((torch.cat([x.float(), y.float()]) * self.scale + self.shift).to(self.dtype))
         total = torch.zeros_like(x[:, :1], dtype=torch.float32)
         for f in features:
             f = unit_normalise(f)

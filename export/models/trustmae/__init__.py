@@ -11,7 +11,7 @@ from export.models.trustmae.training import TrustMAETraining, train_trustmae
 
 def load_trustmae(config: TrustMAEConfig, state: dict[str, torch.Tensor]) -> TrustMAE:
     """TrustMAE from a checkpoint's config and state dict (its memory as pruned after training)."""
-    model = TrustMAE(config, memory_items=state["memory.items"].shape[0])
+    model = TrustMAE(config, memory_items=state["memory.items"].shape[0], examples=state["examples"])
     model.load_state_dict(state)
     return model
 

@@ -16,13 +16,15 @@ Data flow for an input ``B×3×S×S`` in [−1, 1]:
   frozen shared trunk, EfficientNet-Lite0 with ImageNet weights by default). The image score is the map's
   maximum, an unbounded distance.
 
-The same forward pass trains, evaluates and is exported.
+The same forward pass trains, evaluates and is exported. For an FP16 export ``dtype`` (the autoencoder's and
+the trunk's precision) becomes FP16; the memory read, the unit normalisation and the error map stay FP32.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -126,10 +128,22 @@ class TrustMAE(AnomalyModel):
 
     score_kind = "distance"
     normalisation = SYMMETRIC
+    export_precisions = ("fp32", "fp16")
 
-    def __init__(self, config: TrustMAEConfig, trunk: Trunk | None = None, memory_items: int | None = None) -> None:
+    def __init__(
+        self,
+        config: TrustMAEConfig,
+        trunk: Trunk | None = None,
+        memory_items: int | None = None,
+        examples: torch.Tensor | None = None,
+    ) -> None:
+        """``examples``: a few good training images (``N×S×S×3`` uint8) kept to check FP16 exports on."""
         super().__init__()
         trunk = trunk if trunk is not None else untrained_trunk(config.trunk)
+        size = config.image_size
+        examples = examples if examples is not None else torch.zeros(0, size, size, 3)
+        self.register_buffer("examples", examples.to(torch.uint8))
+        self.dtype = torch.float32
         self.config = config
         self.encoder = Encoder(config)
         self.memory = SoftMemory(memory_items or config.memory_items, LATENT_CHANNELS, config.memory_top_k)
@@ -144,7 +158,7 @@ class TrustMAE(AnomalyModel):
         return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        z = self.encoder(x)
+        z = self.encoder(x.to(self.dtype))
         read, distances = self.memory(z)
         return self.decoder(read), z, distances
 
@@ -155,6 +169,18 @@ class TrustMAE(AnomalyModel):
 
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.error_map(x, self(x)[0])
+
+    def example_images(self) -> np.ndarray | None:
+        return self.examples.cpu().numpy() if len(self.examples) else None
+
+    def prepare_for_export(self, precision: str) -> TrustMAE:
+        """BatchNorm folded; for FP16 the autoencoder and the trunk run in half precision."""
+        model = super().prepare_for_export(precision)
+        if precision == "fp16":
+            model.dtype = model.perceptual.dtype = torch.float16
+            for part in (model.encoder, model.decoder, model.perceptual.extractor):
+                part.half()
+        return model
 
     def details(self) -> dict:
         return {

@@ -85,7 +85,8 @@ def train_trustmae(run: TrainRun) -> tuple[TrustMAE, dict]:
     trunk = build_trunk(config.trunk, options.backbone_weights)
     if trunk.weights_digest() is None:
         trunk.calibrate_batchnorm([to_batch(images[i : i + 16]) for i in range(0, min(len(images), 128), 16)])
-    model = TrustMAE(config, trunk).to(device)
+    examples = torch.from_numpy(np.stack([images[i] for i in rng.choice(len(images), min(8, len(images)), False)]))
+    model = TrustMAE(config, trunk, examples=examples).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=options.learning_rate)
     discriminator = PatchDiscriminator().to(device) if options.adversarial else None
