@@ -14,7 +14,6 @@ import numpy as np
 from calibration.thresholds import (
     CalibrationError,
     false_reject_threshold,
-    logit,
     pixel_threshold,
     with_bad_images,
 )
@@ -104,15 +103,18 @@ def calibrate(
     with engine:
         good_scored = score_images(engine, good, highest=True)
         bad_scored = score_images(engine, bad, highest=False) if bad is not None else None
-    result = false_reject_threshold(good_scored.scores, target, np.random.default_rng(seed))
+    score = engine.sidecar.score
+    result = false_reject_threshold(good_scored.scores, target, np.random.default_rng(seed), score)
     threshold = result["threshold"]
-    result["pixel_threshold"] = pixel_threshold(good_scored.map_maxima, threshold)
+    result["pixel_threshold"] = pixel_threshold(good_scored.map_maxima, threshold, score.bounded)
     if bad_scored is not None:
         result["bad"] = with_bad_images(good_scored.scores, bad_scored.scores, threshold)
-    logits = logit(good_scored.scores)
-    result["good_logit_mean"], result["good_logit_std"] = float(logits.mean()), float(logits.std(ddof=1))
+    z = score.to_z(good_scored.scores)
+    result["good_z_mean"], result["good_z_std"] = float(z.mean()), float(z.std(ddof=1))
+    scale = "logit" if score.bounded else "log"
     result.update(
-        method="generalised Pareto tail of logit scores over their 80th percentile; bootstrap 95 % interval",
+        score_kind=score.kind,
+        method=f"generalised Pareto tail of {scale} scores over their 80th percentile; bootstrap 95 % interval",
         engine_sha256=engine.sidecar.sha256,
         good_folder=str(good),
         bad_folder=str(bad) if bad is not None else None,

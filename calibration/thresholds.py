@@ -1,8 +1,9 @@
 """Choosing thresholds from scores.
 
 Good images only: the image-score threshold for a target false-reject rate p. An empirical quantile at p needs
-about 1/p images and says nothing about its own error, so we fit the upper tail: scores are mapped to logits,
-the excesses over the 80th percentile are modelled by a generalised Pareto distribution (peaks over threshold,
+about 1/p images and says nothing about its own error, so we fit the upper tail: scores are mapped to an
+unbounded scale z (the logit of a probability, the log of a distance: the sidecar's ``ScoreSpec.to_z``), the
+excesses over the 80th percentile are modelled by a generalised Pareto distribution (peaks over threshold,
 fitted by maximum likelihood, shape kept within ±0.5), and the threshold is the tail's (1 − p) quantile.
 A bootstrap over the good scores gives the uncertainty of the false-reject rate at that threshold, and a
 Clopper–Pearson bound gives what the sample proves without any model. The fit extrapolates at most tenfold
@@ -19,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edge.sidecar import ScoreSpec
+
 TAIL_FRACTION = 0.2  # the top 20 % of good scores form the tail
 SHAPE_LIMIT = 0.5  # the fitted tail shape is kept within ±0.5
 EXTRAPOLATION = 10.0  # the fit may reach p down to 1 / (10 n)
@@ -33,15 +36,6 @@ class CalibrationError(Exception):
 def minimum_good(target: float) -> int:
     """Good images needed for a false-reject target (at least 30)."""
     return max(30, math.ceil(1.0 / (EXTRAPOLATION * target)))
-
-
-def logit(scores: np.ndarray) -> np.ndarray:
-    clipped = np.clip(np.asarray(scores, np.float64), EPS, 1 - EPS)
-    return np.log(clipped / (1 - clipped))
-
-
-def sigmoid(z: float) -> float:
-    return float(1.0 / (1.0 + math.exp(-z)))
 
 
 def beta_ppf(q: float, a: float, b: float) -> float:
@@ -60,7 +54,7 @@ def clopper_pearson_upper(exceedances: int, n: int, confidence: float = CONFIDEN
 
 @dataclass(frozen=True)
 class TailFit:
-    """Generalised Pareto tail over ``threshold`` of logit scores: P(z > u + x) = fraction · (1 + ξx/σ)^(−1/ξ)."""
+    """Generalised Pareto tail over ``threshold`` of z scores: P(z > u + x) = fraction · (1 + ξx/σ)^(−1/ξ)."""
 
     threshold: float
     fraction: float
@@ -68,10 +62,11 @@ class TailFit:
     scale: float
 
     @classmethod
-    def fit(cls, good: np.ndarray) -> TailFit:
+    def fit(cls, good_z: np.ndarray) -> TailFit:
+        """Fit the tail of good images' z scores."""
         from scipy.stats import genpareto
 
-        z = np.sort(logit(good))
+        z = np.sort(np.asarray(good_z, np.float64))
         u = float(np.quantile(z, 1 - TAIL_FRACTION))
         excess = z[z > u] - u
         if len(excess) < 3 or float(excess.std()) < 1e-9:
@@ -80,14 +75,14 @@ class TailFit:
         return cls(u, len(excess) / len(z), float(np.clip(shape, -SHAPE_LIMIT, SHAPE_LIMIT)), max(float(scale), 1e-6))
 
     def quantile(self, rate: float) -> float:
-        """Logit score exceeded with probability ``rate``."""
+        """z score exceeded with probability ``rate``."""
         ratio = self.fraction / rate
         if abs(self.shape) < 1e-6:
             return self.threshold + self.scale * math.log(ratio)
         return self.threshold + self.scale / self.shape * (ratio**self.shape - 1)
 
     def exceedance(self, z: float) -> float:
-        """P(logit score ≥ z) for z above the tail threshold."""
+        """P(z score ≥ z) for z above the tail threshold."""
         x = z - self.threshold
         if abs(self.shape) < 1e-6:
             return self.fraction * math.exp(-x / self.scale)
@@ -95,8 +90,12 @@ class TailFit:
         return self.fraction * base ** (-1 / self.shape) if base > 0 else 0.0
 
 
-def false_reject_threshold(good: np.ndarray, target: float, rng: np.random.Generator, resamples: int = 300) -> dict:
-    """The threshold for ``target`` false rejects, with its uncertainty."""
+def false_reject_threshold(
+    good: np.ndarray, target: float, rng: np.random.Generator, score: ScoreSpec | None = None, resamples: int = 300
+) -> dict:
+    """The threshold for ``target`` false rejects, with its uncertainty (``score`` says what the scores are;
+    probabilities by default)."""
+    score = score or ScoreSpec()
     good = np.asarray(good, np.float64)
     n = len(good)
     if not 0 < target < TAIL_FRACTION:
@@ -107,14 +106,15 @@ def false_reject_threshold(good: np.ndarray, target: float, rng: np.random.Gener
             f"are needed (the tail fit extrapolates at most {EXTRAPOLATION:g}× beyond the sample); add good images "
             f"or raise --target-false-reject to {1 / (EXTRAPOLATION * n):.2g} or more"
         )
-    fit = TailFit.fit(good)
+    good_z = score.to_z(good)
+    fit = TailFit.fit(good_z)
     z = fit.quantile(target)
-    threshold = sigmoid(z)
+    threshold = score.from_z(z)
     boot = []
     for _ in range(resamples):
-        sample = rng.choice(good, size=n, replace=True)
+        sample = rng.choice(good_z, size=n, replace=True)
         refit = TailFit.fit(sample)
-        boot.append(refit.exceedance(z) if z > refit.threshold else float(np.mean(logit(sample) >= z)))
+        boot.append(refit.exceedance(z) if z > refit.threshold else float(np.mean(sample >= z)))
     exceed = int((good >= threshold).sum())
     return {
         "threshold": threshold,
@@ -154,8 +154,9 @@ def with_bad_images(good: np.ndarray, bad: np.ndarray, chosen: float) -> dict:
     }
 
 
-def pixel_threshold(good_map_maxima: np.ndarray, image_threshold: float) -> float:
+def pixel_threshold(good_map_maxima: np.ndarray, image_threshold: float, bounded: bool = True) -> float:
     """Region threshold: the highest pixel of any good calibration image (no region shows on a good part), but
-    not below half the image threshold."""
+    not below half the image threshold (nor above 1 for probability maps)."""
     level = float(np.max(good_map_maxima)) if len(good_map_maxima) else image_threshold
-    return float(min(max(level, 0.5 * image_threshold), 1.0))
+    level = max(level, 0.5 * image_threshold)
+    return float(min(level, 1.0)) if bounded else level

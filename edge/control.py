@@ -33,14 +33,15 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 4096
 # Each command and the fields it takes: name → (required, check)
-_FINITE_PROBABILITY = (
-    lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 and math.isfinite(v),
-    "a number in [0, 1]",
+# The engine's sidecar says whether thresholds are probabilities (≤ 1) or distances; the pipeline checks that.
+_THRESHOLD = (
+    lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 and math.isfinite(v),
+    "a finite number ≥ 0 (in [0, 1] for probability scores)",
 )
 _SHORT_TEXT = (lambda v: isinstance(v, str) and len(v) <= 200, "a text of at most 200 characters")
 COMMANDS: dict[str, dict[str, tuple[bool, tuple]]] = {
     "status": {},
-    "set_threshold": {"score": (False, _FINITE_PROBABILITY), "pixel": (False, _FINITE_PROBABILITY)},
+    "set_threshold": {"score": (False, _THRESHOLD), "pixel": (False, _THRESHOLD)},
     "pause": {"reason": (False, _SHORT_TEXT)},
     "resume": {},
 }
@@ -152,7 +153,9 @@ class ControlServer:
         except Exception as exc:  # the operator gets an answer, and the control thread lives on
             log.error("control request from %s failed: %s", who, exc)
             return {"ok": False, "error": f"the station could not carry it out: {exc}"}
-        if request["command"] != "status":
+        if not answer.get("ok"):
+            log.warning("control request from %s refused: %s", who, answer.get("error"))
+        elif request["command"] != "status":
             log.info("control from %s: %s → %s", who, json.dumps(request), json.dumps(answer))
         return answer
 

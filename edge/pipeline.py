@@ -358,6 +358,10 @@ class Pipeline:
         )
         return {"ok": True, **change}
 
+            for key in ("score", "pixel"):
+                problem = key in request and self.engine.sidecar.score.check_threshold(key, request[key])
+                if problem:
+                    return {"ok": False, "error": problem}
     def status(self) -> dict:
         """What the station is doing, for the snapshot and control sockets."""
         return {

@@ -88,7 +88,7 @@ def run_station(config: StationConfig) -> int:
             heatmaps=config.heatmaps,
             stall_s=config.stall_s,
         )
-        drift = DriftMonitor.from_calibration(engine.sidecar.calibration)
+        drift = DriftMonitor.from_calibration(engine.sidecar.calibration, engine.sidecar.score)
         pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)
         if config.snapshot:
             sinks.append(SnapshotServer(config.snapshot, pipeline.status, curve=curve))

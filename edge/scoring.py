@@ -40,8 +40,9 @@ class Thresholds:
         chosen = score if score is not None else float(calibration["threshold"])
         pixel_value = pixel if pixel is not None else float(calibration.get("pixel_threshold", chosen))
         for name, value in (("threshold", chosen), ("pixel threshold", pixel_value)):
-            if not 0.0 <= value <= 1.0:
-                raise ThresholdError(f"{name} {value}: scores are probabilities, give a value in [0, 1]")
+            problem = sidecar.score.check_threshold(name, value)
+            if problem:
+                raise ThresholdError(problem)
         return cls(chosen, pixel_value, "command line" if score is not None else "calibration")
 
 

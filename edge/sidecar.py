@@ -15,6 +15,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 SCHEMA = 1
 SUFFIX = ".json"
 PIXEL_FORMATS = ("mono8", "rgb8", "bgr8")
@@ -81,6 +83,7 @@ class FrameSpec:
 
 
 SCORE_KINDS = ("probability", "distance")
+Z_EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,19 @@ class ScoreSpec:
     @property
     def bounded(self) -> bool:
         return self.kind == "probability"
+
+    def to_z(self, scores: np.ndarray | float) -> np.ndarray:
+        """Scores on an unbounded scale where calibration fits the good scores' tail and the drift watch compares
+        means: the logit of a probability, the logarithm of a distance."""
+        values = np.asarray(scores, np.float64)
+        if self.bounded:
+            clipped = np.clip(values, Z_EPS, 1 - Z_EPS)
+            return np.log(clipped / (1 - clipped))
+        return np.log(np.maximum(values, Z_EPS))
+
+    def from_z(self, z: float) -> float:
+        """The score at ``z`` (inverse of :meth:`to_z`)."""
+        return float(1.0 / (1.0 + math.exp(-z))) if self.bounded else float(math.exp(z))
 
     def check_threshold(self, name: str, value: float) -> str | None:
         """Why ``value`` cannot be a threshold for these scores, or None."""

@@ -22,7 +22,7 @@ from export.data.images import read_image
 from export.errors import DataError, UserError
 from export.graph.deployable import ReferenceGraph
 
-DEFAULT_THRESHOLD = 0.5  # without calibration: half the defect probability
+DEFAULT_THRESHOLD = 0.5  # without calibration, for probability scores: half the defect probability
 TOLERANCES = {"fp32": {"map": 1e-4, "score": 1e-4}, "fp16": {"map": 0.1, "score": 1e-2}}
 
 
@@ -125,7 +125,9 @@ def verify(
     if ref.frame != engine.frame:
         raise UserError(f"{candidate} takes {engine.frame} but {reference} takes {ref.frame}: export both alike")
     calibration = engine.sidecar.calibration or {}
-    threshold = threshold if threshold is not None else calibration.get("threshold", DEFAULT_THRESHOLD)
+    threshold = threshold if threshold is not None else calibration.get("threshold")
+    if threshold is None and engine.sidecar.score.bounded:
+        threshold = DEFAULT_THRESHOLD
     tolerance = TOLERANCES.get(engine.sidecar.precision, TOLERANCES["fp32"])
     frames = frames_from_images(verification_images(data, limit), engine.frame)
     try:
@@ -133,6 +135,8 @@ def verify(
             a, b = _run_all(engine, frames), _run_all(ref, frames)
     except EngineError as exc:
         raise UserError(str(exc)) from exc
+    if threshold is None:  # an uncalibrated distance: compare verdicts at the reference's median score
+        threshold = float(np.median(b.score))
     finite = np.isfinite(a.score) & np.isfinite(a.anomaly_map).reshape(len(frames), -1).all(axis=1)
     difference = np.abs(a.anomaly_map - b.anomaly_map)
     return Comparison(

@@ -31,9 +31,9 @@ from tests.test_runtime import free_endpoint, station, until_final
         (b"threshold 0.3", "not JSON"),
         (b"[1, 2]", "JSON object"),
         (b'{"command": "reboot"}', "one of status, set_threshold, pause, resume"),
-        (b'{"command": "set_threshold", "score": 1.5}', "score must be a number in [0, 1]"),
-        (b'{"command": "set_threshold", "score": NaN}', "score must be a number in [0, 1]"),
-        (b'{"command": "set_threshold", "score": true}', "score must be a number in [0, 1]"),
+        (b'{"command": "set_threshold", "score": -0.5}', "score must be a finite number ≥ 0"),
+        (b'{"command": "set_threshold", "score": NaN}', "score must be a finite number ≥ 0"),
+        (b'{"command": "set_threshold", "score": true}', "score must be a finite number ≥ 0"),
         (b'{"command": "set_threshold"}', "needs score, pixel, or both"),
         (b'{"command": "pause", "threshold": 0.1}', "pause takes reason, not threshold"),
         (b'{"command": "pause", "reason": "' + b"x" * MAX_REQUEST_BYTES + b'"}', "at most 4096"),
@@ -78,6 +78,7 @@ def test_threshold_change_and_pause_on_a_running_line(
 
         def operator() -> None:
             for at, payload in (
+                (5, {"command": "set_threshold", "score": 1.5}),  # above 1: this engine's scores are probabilities
                 (10, {"command": "set_threshold", "score": 0.0}),
                 (25, {"command": "pause", "reason": "changeover"}),
                 (40, {"command": "resume"}),
@@ -99,6 +100,8 @@ def test_threshold_change_and_pause_on_a_running_line(
     publisher.close(0)
     source.close()
 
+    refused, answers = answers[0], answers[1:]
+    assert not refused["ok"] and "probabilities, give a value in [0, 1]" in refused["error"]
     assert [a["ok"] for a in answers] == [True] * 4
     assert answers[0]["previous"]["score"] == 0.99 and answers[0]["thresholds"]["score"] == 0.0
     assert answers[3]["status"]["thresholds"] == {"score": 0.0, "pixel": 0.99, "origin": "control"}

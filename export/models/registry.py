@@ -7,7 +7,7 @@ Each model package (``export/models/<name>/``) registers one :class:`ModelSpec` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ class ModelSpec:
     ``config`` is the dataclass of what defines the network (stored in the checkpoint); ``training`` the dataclass
     of how it trains, whose defaults are the model's CPU preset. Both become ``edge-train`` flags. ``train`` runs
     the training and returns the model and a summary; ``load`` rebuilds the model from a checkpoint's config and
-    state dict.
+    state dict; ``quick`` holds option values for a run of seconds at 64 px (the registry's end-to-end test).
     """
 
     name: str
@@ -46,6 +46,7 @@ class ModelSpec:
     training: type
     train: Callable[[TrainRun], tuple[AnomalyModel, dict]]
     load: Callable[[object, dict], AnomalyModel]
+    quick: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.model.score_kind not in SCORE_KINDS:
