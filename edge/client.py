@@ -60,8 +60,8 @@ class VerdictSubscriber:
     def _track(self, kind: str, payload: dict) -> None:
         state = self.state
         if payload.get("run_id") != state.run_id:  # a run met midway (late join) is followed from its first message
-            state.run_id = payload.get("run_id")
-            state.expected_seq = int(payload["seq"]) if kind == "verdict" else int(payload.get("last_seq", -1)) + 1
+            first = int(payload["seq"]) if kind == "verdict" else int(payload.get("last_seq", -1)) + 1
+            state.run_id, state.expected_seq = payload.get("run_id"), first
         if kind == "heartbeat":
             state.last_heartbeat = time.monotonic()
             state.heartbeat_interval_s = float(payload.get("interval_s", state.heartbeat_interval_s))

@@ -9,6 +9,7 @@ Prometheus metrics (:mod:`edge.bridge.metrics`). Its libraries come with the ``b
 from __future__ import annotations
 
 import importlib.util
+import socket
 
 LIBRARIES = ("asyncua", "pymodbus", "prometheus_client")
 
@@ -16,3 +17,14 @@ LIBRARIES = ("asyncua", "pymodbus", "prometheus_client")
 def missing_libraries(names: tuple[str, ...] = LIBRARIES) -> list[str]:
     """Those of ``names`` that are not installed."""
     return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def bind_error(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (the system's words), or None when it can."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None

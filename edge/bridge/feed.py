@@ -1,12 +1,13 @@
 """Following one station: a thread with its own subscriber (:class:`edge.client.VerdictSubscriber`) that hands
 validated events to the bridge's event loop.
 
-Late joining without gaps or repeats: the subscription is made first and the first message awaited (so the
-stream is flowing), then the snapshot socket is asked for the station's status and last verdict; verdicts of
-that run up to the snapshot's last one are then skipped from the stream. A bridge restarted in the middle of a
-run therefore shows the station's current values at once, and neither repeats a verdict nor invents one.
-Malformed messages are counted and skipped; heartbeats missing for ``offline_heartbeats`` intervals give
-:class:`~edge.bridge.station.LinkDown`.
+Late joining without gaps or repeats: the subscription is made first and its first message awaited, which fixes
+where the received stream begins (that verdict's seq, or the one after a heartbeat's ``last_seq``). Then the
+snapshot socket is asked for the station's status and last verdict: what came before the stream (the last
+verdict, the counters) is shown from it, what the stream carries is left to the stream. A bridge restarted in the
+middle of a run therefore shows the station's current values at once, and neither repeats a verdict nor
+invents one. Malformed messages are counted and skipped; heartbeats missing for ``offline_heartbeats``
+intervals give :class:`~edge.bridge.station.LinkDown`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class StationFeed:
         self.link, self.deliver, self.offline_heartbeats = link, deliver, offline_heartbeats
         self.metrics = metrics
         self.malformed = 0
+        self._unshown = 0  # malformed verdicts since the last good one
         self._stop = threading.Event()
         self._subscriber = VerdictSubscriber(link.verdicts, link.name, curve=link.curve())
         self._thread = threading.Thread(target=self._run, name=f"feed-{link.name}", daemon=True)
@@ -78,7 +80,9 @@ class StationFeed:
         first = None
         while first is None and not self._stop.is_set():  # the stream is flowing before the snapshot is asked
             first = next(self._subscriber.messages(timeout_s=POLL_S), None)
-        skip_to = self._snapshot()
+        if first is not None:
+            kind, payload = first
+            self._snapshot(state.run_id, payload["seq"] if kind == "verdict" else state.expected_seq)
         counted = [state.missing, state.malformed]
         link_down = False
         pending = [first] if first is not None else []
@@ -87,10 +91,6 @@ class StationFeed:
                 missed, counted[0] = state.missing - counted[0], state.missing
                 if kind == "heartbeat":
                     link_down = False
-                if skip_to is not None and kind == "verdict" and payload.get("run_id") == skip_to[0]:
-                    if payload.get("seq", -1) <= skip_to[1]:
-                        continue  # already shown from the snapshot
-                    skip_to = None
                 self._count(kind, payload, missed)
                 if self._stop.is_set():
                     break
@@ -106,7 +106,10 @@ class StationFeed:
     def _count(self, kind: str, payload: dict, missed: int) -> None:
         if not valid(kind, payload):
             self._malformed(1)
+            self._unshown += missed + (kind == "verdict")  # a gap in what clients see: missed, with the next one
             return
+        if kind == "verdict":
+            missed, self._unshown = missed + self._unshown, 0
         if self.metrics is not None:
             self.metrics.received(self.link.name, kind, missed)
         self.deliver(self.link.name, Received(kind, payload, missed, time.time_ns()))
@@ -117,20 +120,23 @@ class StationFeed:
         if self.metrics is not None:
             self.metrics.malformed(self.link.name, count)
 
-    def _snapshot(self) -> tuple[str, int] | None:
-        """Ask the station's snapshot socket; returns (run_id, seq) up to which the stream repeats it."""
+    def _snapshot(self, run_id: str | None, stream_from: int) -> None:
+        """Ask the snapshot socket for what came before seq ``stream_from`` of run ``run_id``."""
         if not self.link.snapshot or self._stop.is_set():
-            return None
+            return
         try:
             answer = request(self.link.snapshot, {"last": 1}, timeout_s=2.0, curve=self.link.curve())
             status, verdicts = answer["status"], answer["verdicts"]
             last = verdicts[-1] if verdicts else None
             if not isinstance(status, dict) or (last is not None and not valid("verdict", last)):
                 raise ValueError("not a snapshot")
+            last_seq = int(status.get("last_seq", -1))
         except (NoAnswer, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: no snapshot from %s (%s): the stream only", self.link.name, self.link.snapshot, exc)
-            return None
-        self.deliver(self.link.name, Snapshot(status, last))
-        seq = last["seq"] if last is not None else int(status.get("last_seq", -1))
-        log.info("%s: resumed from the snapshot at seq %d", self.link.name, seq)
-        return status.get("run_id"), seq
+            return
+        if status.get("run_id") != run_id:
+            return  # the station restarted in between: the stream is all there is of this run
+        earlier = last if last is not None and last["seq"] < stream_from else None
+        counters = status.get("counters") if last_seq < stream_from else None  # else the next heartbeat's
+        self.deliver(self.link.name, Snapshot(run_id, status.get("health"), counters, earlier))
+        log.info("%s: joined at seq %d; the snapshot shows seq %s", self.link.name, stream_from, last and last["seq"])

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 from collections import deque
 
+from edge.bridge import bind_error
 from edge.bridge.station import StationView
 
 try:
@@ -186,12 +186,8 @@ class ModbusOutput:
 
     async def start(self) -> None:
         host, port = self.address
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # the OS's own reason
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                raise ModbusError(f"cannot serve Modbus on {host}:{port}: {exc.strerror}") from exc
+        if reason := bind_error(host, port):
+            raise ModbusError(f"cannot serve Modbus on {host}:{port}: {reason}")
         devices = []
         for registers in self.stations.values():
             simdata = [

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
+from edge.bridge import bind_error
 from edge.bridge.station import StationView
 
 try:
@@ -113,6 +114,9 @@ class OpcuaOutput:
         self._current: dict[str, bool] = {}
 
     async def start(self) -> None:
+        url = urlparse(self.endpoint)
+        if reason := bind_error(url.hostname, url.port):
+            raise OpcuaError(f"cannot serve OPC UA on {self.endpoint}: {reason}")
         server = self.server = Server()
         await server.init()
         server.set_endpoint(self.endpoint)

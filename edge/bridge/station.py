@@ -8,7 +8,7 @@ until the next verdict, the last verdict is kept but marked as not current.
 
 Counters (passed, failed, errors) are the station's: each heartbeat carries them, consistent with the stream up
 to that heartbeat, so the view takes them from there and counts the verdicts that follow. ``missed`` counts the
-verdicts of this run the bridge never received (gaps in ``seq``).
+verdicts of this run the bridge could not show: gaps in ``seq``, malformed verdicts included.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ class Received:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The station's status and last verdict from its snapshot socket (a late join or a bridge restart)."""
+    """From the station's snapshot socket (a late join, a bridge restart): what happened before the stream the
+    bridge receives began. ``counters`` and ``last`` are None where the stream repeats them."""
 
-    status: dict
+    run_id: str
+    health: str | None
+    counters: dict | None
     last: dict | None
 
 
@@ -62,9 +65,9 @@ class StationView:
         if isinstance(event, LinkDown):
             return self._offline() if self.state != "offline" else None
         if isinstance(event, Snapshot):
-            self._follow(event.status.get("run_id"))
-            self._set_counters(event.status.get("counters"))
-            self._set_health(event.status.get("health"))
+            self._follow(event.run_id)
+            self._set_counters(event.counters)
+            self._set_health(event.health)
             if event.last is not None:
                 self.last, self.current = event.last, True
                 return "verdict"
