@@ -107,6 +107,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         "--verdict-deadline-ms", type=float, help="a frame not judged this long after capture gets error(deadline)"
     )
     parser.add_argument("--stall-s", type=float, help="watchdog: seconds without frames or progress → degraded")
+    parser.add_argument("--metrics", help="Prometheus /metrics on PORT or HOST:PORT (default off; bridge extra)")
     security = parser.add_argument_group("security (CURVE; see edge-keys)")
     security.add_argument("--curve-secret", help="the station's secret certificate (NAME.key_secret)")
     security.add_argument("--curve-allow", help="folder of the public certificates of admitted subscribers")

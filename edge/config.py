@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from edge.control import is_local
+from edge.metrics import listen_address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,6 +49,7 @@ class StationConfig:
     curve_allow: str | None = None  # folder of admitted clients' public certificates
     control: str | None = None  # REQ/REP endpoint for operators (thresholds, pause), e.g. tcp://127.0.0.1:5558
     control_allow: str | None = None  # folder of the operators' public certificates (CURVE)
+    metrics: str | None = None  # Prometheus /metrics on PORT or HOST:PORT (edge.metrics); default off
     # Basler camera settings (basler0, basler://SERIAL)
     trigger: str = "free"
     exposure_us: float | None = None
@@ -93,6 +95,11 @@ class StationConfig:
                 f"control = {config.control!r} would let anyone on the network change the station: bind it to "
                 "tcp://127.0.0.1:PORT or ipc://PATH, or admit only operators' keys with control_allow (CURVE)"
             )
+        if config.metrics is not None:
+            try:
+                listen_address(config.metrics)
+            except ValueError as exc:
+                raise ConfigError(f"metrics = {exc}") from exc
         for key in ("batch_timeout_ms", "queue_size", "wait_timeout", "heartbeat_s", "rejects_max_files", "stall_s"):
             if getattr(config, key) <= 0:
                 raise ConfigError(f"setting {key!r} must be positive, got {getattr(config, key)}")

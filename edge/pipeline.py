@@ -482,6 +482,10 @@ class Pipeline:
         self.heartbeat()
         return self.counters
 
+    def queue_depth(self) -> int:
+        """Frames waiting for inference now (for metrics)."""
+        return self._infer_queue.qsize()
+
     def latency_summary(self) -> dict:
         """p50/p99/max of receive → verdict published over the last 10,000 frames, in ms."""
         if not self.latencies:

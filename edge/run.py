@@ -17,6 +17,7 @@ from edge.config import StationConfig
 from edge.control import ControlError, ControlServer
 from edge.drift import DriftMonitor
 from edge.engines import EngineError, open_engine
+from edge.metrics import MetricsError, StationMetrics
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher
 from edge.scoring import ThresholdError, Thresholds
@@ -92,6 +93,8 @@ def run_station(config: StationConfig) -> int:
         pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)
         if config.snapshot:
             sinks.append(SnapshotServer(config.snapshot, pipeline.status, curve=curve))
+        if config.metrics:
+            sinks.append(StationMetrics(config.metrics, pipeline, engine))
         if config.control:
             control = ControlServer(config.control, pipeline.control, curve=curve)
         log.info(
@@ -137,7 +140,7 @@ def run_station(config: StationConfig) -> int:
             summary["latency_ms"].get("p99"),
         )
         return 0
-    except (SnapshotError, ControlError) as exc:
+    except (SnapshotError, ControlError, MetricsError) as exc:
         raise RunError(str(exc)) from exc
     except (EngineError, SourceError) as exc:
         publisher.status({"state": "stopped", "final": True, "health": "engine_error", "reason": str(exc)})
