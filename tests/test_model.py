@@ -103,3 +103,28 @@ def test_widths_follow_an_efficientnet_trunk() -> None:
     assert model.details()["trunk"] == "efficientnet_lite0"
     with pytest.raises(ValueError, match="config names trunk resnet18"):
         MemSeg(MemSegConfig(image_size=64, memory_samples=2), untrained_trunk("efficientnet_lite0"), memory)
+
+
+def test_efficientnet_memseg_exports_fp16_without_rescaling_its_trunk(brick_dataset, tmp_path) -> None:
+    """A MemSeg on the ImageNet EfficientNet-Lite0 (40 iterations) exports to FP16 ONNX and agrees with itself."""
+    pytest.importorskip("timm")
+    from edge.sidecar import FrameSpec, read_sidecar
+    from export.checkpoint import load_model
+    from export.exporter import export_artefact
+    from export.graph.deployable import DeployableGraph
+    from export.models.memseg.deploy import _rescale_trunk
+    from export.train import train
+    from export.verify import verify
+
+    checkpoint = tmp_path / "memseg_efficientnet.pt"
+    values = {"image_size": 64, "memory_samples": 3, "iterations": 40, "batch_size": 4, "trunk": "efficientnet_lite0"}
+    summary = train("memseg", brick_dataset, checkpoint, values, device="cpu", seed=0, progress=False)
+    assert summary["trunk"] == "efficientnet_lite0" and summary["trunk_weights"] == "imagenet"
+    onnx_path = tmp_path / "memseg_efficientnet_fp16.onnx"
+    export_artefact(checkpoint, onnx_path, FrameSpec(64, 64, "rgb8", max_batch=2), "fp16")
+    assert read_sidecar(onnx_path).build["trunk_scale"] == 1.0
+    result = verify(onnx_path, checkpoint, brick_dataset)
+    assert result.non_finite == 0 and result.max_score_difference < 1e-2 and result.passed
+    model, _ = load_model(checkpoint)
+    with pytest.raises(ValueError, match="does not scale exactly"):
+        _rescale_trunk(DeployableGraph(model, FrameSpec(64, 64, "rgb8"), "fp32").model, 2.0)
