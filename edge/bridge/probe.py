@@ -7,9 +7,10 @@ The OPC UA client subscribes to the station's ``Seq``, ``Verdict`` and ``Score``
 on the timestamp too, so equal values in a row are still reported) and groups them by their SourceTimestamp:
 one group per verdict. The Modbus PLC polls the unit's registers, and whenever ``NewResult`` is 1 reads the
 result and writes its ``ResultId`` to ``Acknowledge`` (after ``--ack-delay`` seconds, to play a slow PLC).
-Each side checks that the seq it saw runs without gaps or repeats. It stops when both have ``--expect``
-results (and a short grace for any extra), or at ``--timeout``; prints one JSON summary and exits 0 only if
-each protocol received exactly ``--expect`` verdicts in order.
+Each side checks that the seq it saw runs without gaps or repeats. It waits for the bridge to listen, stops
+when both have ``--expect`` results (and a short grace for any extra) or at ``--timeout``, prints one JSON summary
+and exits 0 only if each protocol received exactly ``--expect`` verdicts in order (1 otherwise, 2 when it could
+not connect).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -241,15 +243,15 @@ async def probe(args: argparse.Namespace) -> dict:
         plc = ModbusPlc(host or "127.0.0.1", int(port), args.unit, ack_delay_s=args.ack_delay)
     stop = asyncio.Event()
     tasks = []
+    deadline = time.monotonic() + args.timeout
     try:
         if opcua is not None:
-            await opcua.start()
+            await _until_connected(opcua.start, deadline)
         if plc is not None:
-            await plc.connect()
+            await _until_connected(plc.connect, deadline)
             tasks.append(asyncio.create_task(plc.run(stop)))
         if args.ready is not None:
             args.ready.touch()
-        deadline = time.monotonic() + args.timeout
 
         def done() -> bool:
             opcua_done = opcua is None or len(opcua.results()) >= args.expect
@@ -275,6 +277,17 @@ async def probe(args: argparse.Namespace) -> dict:
     return report
 
 
+async def _until_connected(connect, deadline: float) -> None:
+    """Retry ``connect`` while the bridge is not listening yet (it may start after the probe)."""
+    while True:
+        try:
+            return await connect()
+        except (OSError, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edge.bridge.probe", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2]
@@ -297,10 +310,11 @@ def main(argv=None) -> int:
         print(f"probe: error: {', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'", file=sys.stderr)
         return 2
     args.keys = (args.certificate, args.private_key, args.server_certificate)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # its notes on revised session values are not news here
     try:
         report = asyncio.run(probe(args))
-    except (OSError, ConnectionError, TimeoutError) as exc:
-        print(f"probe: error: {exc}", file=sys.stderr)
+    except (OSError, asyncio.TimeoutError) as exc:
+        print(f"probe: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
     print(json.dumps(report))
     return 0 if all(side["ok"] for side in report.values()) else 1
