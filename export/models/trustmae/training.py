@@ -31,7 +31,7 @@ from export.nn.trunk import build_trunk
 class TrustMAETraining:
     """How TrustMAE trains; the defaults are the CPU preset (with the config's defaults: 128 px, width 16)."""
 
-    iterations: int = field(default=250, metadata={"help": "optimiser steps"})
+    iterations: int = field(default=200, metadata={"help": "optimiser steps"})
     batch_size: int = 16
     learning_rate: float = 1e-4
     trust_far: float = field(default=20.0, metadata={"help": "δ2: features farther from every item are ignored"})
