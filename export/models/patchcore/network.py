@@ -7,8 +7,9 @@ Data flow for a normalised ``B×3×S×S`` input:
   and 8), each averaged over its 3×3 neighbourhood, the deeper one upsampled bilinearly to the shallower one's
   grid, concatenated: one D-dimensional feature per patch.
 * Nearest neighbour in the bank ``B`` (M×D, the coreset): squared distances ‖x‖² − 2·x·Bᵀ + ‖B‖², the last two
-  terms as a 1×1 convolution with −2·B as weights and ‖B‖² as bias (in chunks of the bank; ‖x‖² is the same for
-  every bank vector, so the minimum over the bank axis needs no more to find the nearest vector b). The distance
+  terms as a 1×1 convolution with −2·B as weights and ‖B‖² as bias, written as a matrix product over the
+  patches so that the bank axis is last (in chunks of the bank; ‖x‖² is the same for every bank vector, so the
+  minimum over the bank axis needs no more to find the nearest vector b). The distance
   is then computed directly as ‖x − b‖: the expansion alone loses small distances to cancellation in FP32, and
   the small distances are the ones that separate good patches from slightly odd ones.
 * Anomaly map: the patch distances upsampled bilinearly to S×S and smoothed with a Gaussian (σ = 4 px at 256 px,
@@ -115,9 +116,10 @@ class PatchCore(AnomalyModel):
 
     @torch.no_grad()
     def fold_bank(self) -> None:
-        """The bank as 1×1 convolutions, in chunks: weights −2·B, bias ‖B‖² (non-persistent buffers)."""
+        """The bank as 1×1 convolutions (as ``D×chunk`` matrices), in chunks: weights −2·B, bias ‖B‖²
+        (non-persistent buffers)."""
         for i, chunk in enumerate(self.bank.split(BANK_CHUNK)):
-            self.register_buffer(f"bank_weight{i}", (-2.0 * chunk)[:, :, None, None].contiguous(), persistent=False)
+            self.register_buffer(f"bank_weight{i}", (-2.0 * chunk).T.contiguous(), persistent=False)
             self.register_buffer(f"bank_bias{i}", chunk.square().sum(dim=1), persistent=False)
         self.chunks = i + 1
 
@@ -126,18 +128,22 @@ class PatchCore(AnomalyModel):
 
     def nearest(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance ``B×h×w`` of each patch to its nearest bank vector, and that vector's index ``B×h×w``."""
+        batch, _, height, width = features.shape
+        patches = features.flatten(2).transpose(1, 2)  # B×hw×D
         best, index = None, None
         for i in range(self.chunks):
-            squared = F.conv2d(features, getattr(self, f"bank_weight{i}"), getattr(self, f"bank_bias{i}"))
-            value, where = torch.min(squared, dim=1)
+            # the 1×1 convolution as a matrix product, so the bank axis is last: ONNX Runtime's ReduceMin and
+            # ArgMin run about 30× faster over a contiguous axis than over the channel axis of NCHW
+            squared = patches @ getattr(self, f"bank_weight{i}") + getattr(self, f"bank_bias{i}")  # B×hw×chunk
+            value, where = torch.min(squared, dim=2)
             where = where + i * BANK_CHUNK
             if best is None:
                 best, index = value, where
             else:
                 closer = value < best
                 best, index = torch.where(closer, value, best), torch.where(closer, where, index)
-        nearest = self.bank[index].permute(0, 3, 1, 2)  # B×D×h×w
-        return (features - nearest).square().sum(dim=1).sqrt(), index
+        distance = (patches - self.bank[index]).square().sum(dim=2).sqrt()  # B×hw
+        return distance.view(batch, height, width), index.view(batch, height, width)
 
     def smooth(self, distances: torch.Tensor) -> torch.Tensor:
         """``B×h×w`` patch distances → ``B×1×S×S``, bilinear then Gaussian (separable, reflected borders)."""
