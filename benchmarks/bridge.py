@@ -13,8 +13,8 @@
    with the bridge, in the same run, and the bridge's CPU time. The clients run on the same machine here; on a
    line they are the PLC and the SCADA.
 
-    python -m benchmarks.bridge --engine runs/demo/memseg.onnx --images runs/demo/camera --fps 10 \\
-        --out benchmarks/results/bridge-cpu
+    python -m benchmarks.bridge --engine runs/demo/memseg.onnx --images runs/demo/camera --fps 2 --phases 6 \\
+        --phase-s 30 --settle-s 10 --verdicts 1000 --rate 20 --out benchmarks/results/bridge-cpu
 """
 
 from __future__ import annotations
