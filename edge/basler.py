@@ -10,6 +10,12 @@ in the camera's frame counter (BlockID). Both come out as frames without pixels 
 A camera that disappears raises :class:`CameraLost`; :meth:`BaslerSource.reconnect` opens it again by serial
 with the same settings. pylon's camera emulator (``PYLON_CAMEMU=N``) is a real pylon device and is what the
 tests use; with ``emulator_images`` it streams a folder of images.
+
+Times of a frame: ``t_receive_ns`` is the host clock when pylon handed the frame over; ``t_capture_ns`` is the host
+clock at capture as near as the host knows it: with the software trigger, when the host sent the trigger that made
+the frame (the last one sent before the frame arrived), otherwise the receive time; ``camera_timestamp`` is the
+camera's own clock (pylon's ``TimeStamp``, device ticks: ns on USB3 cameras, GevTimestampTickFrequency on GigE),
+0 where the camera has none (the emulator).
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class BaslerSource(Source):
         self._camera = None
         self._converter = None
         self._next_trigger = 0.0
+        self._trigger_ns = 0  # host clock when the last software trigger was sent: the capture time of its frame
         self._events: deque[Frame] = deque()  # ignored triggers, appended by pylon's event thread
         self._ready: deque[Frame] = deque()  # frames (and parts without one) in part order, to hand out
         self._last_block_id: int | None = None
@@ -112,6 +119,7 @@ class BaslerSource(Source):
         self.serial = self._camera.GetDeviceInfo().GetSerialNumber()
         self._configure()
         self._last_block_id = None  # a reopened camera counts from 0 again
+        self._trigger_ns = 0
         if self.settings.trigger != "free":
             self._watch_overtriggers()
         strategy = (
@@ -294,16 +302,17 @@ class BaslerSource(Source):
                 return self._ready.popleft()
             raise TimeoutError(f"{self.uri}: no frame within {timeout:.1f} s")
         wall, perf = time.time_ns(), time.perf_counter()
+        captured = self._trigger_ns if 0 < self._trigger_ns <= wall else wall
         try:
             frame_id = int(result.BlockID)
             if not result.GrabSucceeded():
                 detail = f"{result.ErrorDescription} (code {result.ErrorCode})"
-                frame = Frame(frame_id, wall, wall, None, "grab_incomplete", detail, self.serial or "", perf)
+                frame = Frame(frame_id, captured, wall, None, "grab_incomplete", detail, self.serial or "", perf)
             else:
                 converted = self._converter.Convert(result) if self._converter is not None else result
                 frame = Frame(
                     frame_id,
-                    wall,
+                    captured,
                     wall,
                     converted.GetArray().copy(),
                     name=self.serial or "",
@@ -321,6 +330,7 @@ class BaslerSource(Source):
             self._next_trigger = max(self._next_trigger + 1.0 / self.settings.fps, time.perf_counter())
             time.sleep(max(0.0, self._next_trigger - time.perf_counter()))
         if self._camera.WaitForFrameTriggerReady(int(timeout * 1000), pylon.TimeoutHandling_Return):
+            self._trigger_ns = time.time_ns()
             self._camera.ExecuteSoftwareTrigger()
 
     def close(self) -> None:

@@ -290,12 +290,20 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         "warm-up) and the whole pipeline (frame captured → verdict received by a subscriber process, per stage). "
         "Writes bench.json, bench.md and PNG plots to --out.",
     )
-    parser.add_argument("--engine", required=True, type=Path)
-    parser.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,32")
-    parser.add_argument("--frames", type=int, default=200, help="frames per measurement")
-    parser.add_argument("--no-pipeline", action="store_true", help="engine only")
-    parser.add_argument("--camera", help="time the pipeline on this source (e.g. basler0) instead of generated frames")
-    parser.add_argument("--out", type=Path, help="folder for bench.json, bench.md and plots")
+    parser.add_argument(
+        "--engine",
+        required=True,
+        type=Path,
+        help="artefact to measure, with its sidecar next to it: .plan/.engine (TensorRT), .onnx (ONNX Runtime), "
+        ".pt2 (torch)",
+    )
+    parser.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,32 (default 1)")
+    parser.add_argument("--frames", type=int, default=200, help="frames per measurement (default 200)")
+    parser.add_argument("--no-pipeline", action="store_true", help="the engine alone (default: engine and pipeline)")
+    parser.add_argument(
+        "--camera", help="time the pipeline on this source (e.g. basler0) instead of generated frames (the default)"
+    )
+    parser.add_argument("--out", type=Path, help="folder for bench.json, bench.md and plots (default: print only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="edge-bench: %(message)s")
     from edge.bench import markdown, run_bench

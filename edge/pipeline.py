@@ -26,8 +26,10 @@ import numpy as np
 
 from edge.drift import DriftMonitor
 from edge.engines import Engine
+from edge.heatmap import display_values
 from edge.publish import VerdictPublisher, iso_time
 from edge.scoring import Thresholds, judge
+from edge.sidecar import FrameSpec
 from edge.sources import CameraLost, Frame, Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,18 @@ class Job:
     anomaly_map: np.ndarray | None = None
     error: str | None = None
     detail: str = ""
+
+
+def wrong_frame_message(pixels: np.ndarray, frame: FrameSpec) -> str:
+    """What came, what the engine takes, and how to make them meet."""
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    return (
+        f"frames are {width}x{height} with {channels} channel(s) ({pixels.dtype}), the engine takes "
+        f"{frame.width}x{frame.height} {frame.pixel_format} (uint8): every such frame gets error(frame_format). "
+        f"Re-export the model for this camera (edge-export --frame-size {width}x{height}, with --roi x,y,w,h to "
+        f"inspect part of the frame), or give edge-run frames of {frame.width}x{frame.height}"
+    )
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,7 @@ class Pipeline:
         self._done_queue: queue.Queue = queue.Queue()
         self._model = f"sha256:{engine.sidecar.sha256}"
         self._expected = engine.frame.frame_shape()
+        self._format_reported = False  # the first frame of the wrong size or format is explained in the log
 
     # -- capture ---------------------------------------------------------------------------------------------
     def _capture(self) -> None:
@@ -176,6 +191,9 @@ class Pipeline:
                 elif frame.pixels.shape != self._expected or frame.pixels.dtype != np.uint8:
                     job.error = "frame_format"
                     job.detail = f"frame {frame.pixels.shape} {frame.pixels.dtype}, engine takes {self._expected} uint8"
+                    if not self._format_reported:
+                        self._format_reported = True
+                        log.error("%s", wrong_frame_message(frame.pixels, self.engine.frame))
                 elif self._enqueue(job):
                     continue
                 else:
@@ -281,7 +299,7 @@ class Pipeline:
         return {
             "camera": self.options.camera,
             "frame_id": frame.frame_id,
-            "camera_timestamp": frame.camera_timestamp,
+            "camera_timestamp": frame.camera_timestamp or None,
             "t_capture_ns": frame.t_capture_ns,
             "t_receive_ns": frame.t_receive_ns,
             "time": iso_time(frame.t_capture_ns),
@@ -316,7 +334,7 @@ class Pipeline:
         if message["latency_ms"]["total"] is not None:
             self.latencies.append(message["latency_ms"]["total"])
         if self.options.heatmaps and message["verdict"] == "fail":
-            grey = (np.clip(job.anomaly_map.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+            grey = np.rint(display_values(job.anomaly_map, message["pixel_threshold"]) * 255).astype(np.uint8)
             ok, png = cv2.imencode(".png", grey)
             if ok:
                 self.publisher.heatmap(message["seq"], png.tobytes())

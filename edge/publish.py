@@ -6,13 +6,14 @@ counters), ``status/<station>`` (state changes; the last one of a run is ``stopp
 without gaps, and ``run_id``: a subscriber sees lost messages as a jump in ``seq`` and a restart as a new
 ``run_id``. The publisher never blocks: at the high-water mark ZeroMQ drops, and the drop shows as a gap.
 XPUB lets the publisher see subscriptions arrive, so it can hold capture until subscribers are connected
-(ZeroMQ's slow joiner). ``edge/schemas/verdict.schema.json`` documents the messages for other languages.
+(ZeroMQ's slow joiner). ``edge/schemas/messages.schema.json`` documents the messages for other languages.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
 
@@ -21,6 +22,7 @@ import zmq
 from edge.security import CurveServer, SecurityError
 
 SCHEMA = 1
+log = logging.getLogger(__name__)
 
 
 class PublishError(Exception):
@@ -80,30 +82,43 @@ class VerdictPublisher:
         return arrived
 
     def wait_subscribers(self, count: int, timeout_s: float) -> bool:
-        """Hold until ``count`` subscribers to this station's verdicts are connected, or the timeout."""
-        deadline = time.monotonic() + timeout_s
+        """Hold until ``count`` subscribers to this station's verdicts are connected, or the timeout; logs what
+        it waits for and, at the timeout, how many came."""
+        log.info("waiting up to %g s for %d subscriber(s) to %s", timeout_s, count, self.endpoint)
+        started = time.monotonic()
+        deadline = started + timeout_s
         while self.subscribers < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                log.warning(
+                    "%d of %d subscriber(s) connected after %g s: starting anyway; verdicts published before a "
+                    "subscriber connects are lost to it (start edge-listen or the PLC first, or raise --wait-timeout)",
+                    self.subscribers,
+                    count,
+                    timeout_s,
+                )
                 return False
             self.poll_subscriptions(int(min(remaining, 0.1) * 1000) + 1)
+        log.info("%d subscriber(s) connected after %.1f s", self.subscribers, time.monotonic() - started)
         return True
 
-    def _send(self, kind: str, payload: dict) -> None:
-        payload = {"schema": SCHEMA, "kind": kind, "station": self.station, "run_id": self.run_id, **payload}
-        self._send_parts([topic(kind, self.station), json.dumps(payload, separators=(",", ":")).encode()])
+    def _send(self, kind: str, payload: dict) -> dict:
+        """Send ``payload`` with the fields every message carries; returns the message as sent."""
+        message = {"schema": SCHEMA, "kind": kind, "station": self.station, "run_id": self.run_id, **payload}
+        self._send_parts([topic(kind, self.station), json.dumps(message, separators=(",", ":")).encode()])
+        return message
 
     def _send_parts(self, parts: list[bytes]) -> None:
         with contextlib.suppress(zmq.Again):  # at the high-water mark: dropped, seen by subscribers as a seq gap
             self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
 
     def verdict(self, payload: dict) -> dict:
-        """Publish one verdict; assigns ``seq`` and ``t_publish_ns`` and returns the message."""
+        """Publish one verdict; assigns ``seq`` and ``t_publish_ns`` and returns the message as sent (what every
+        other record of the verdict, JSON lines and reject records, writes too)."""
         payload["seq"] = self.seq
         self.seq += 1
         payload["t_publish_ns"] = time.time_ns()
-        self._send("verdict", payload)
-        return payload
+        return self._send("verdict", payload)
 
     def heartbeat(self, payload: dict) -> None:
         self._send("heartbeat", {**payload, "last_seq": self.seq - 1, "t_ns": time.time_ns()})

@@ -35,7 +35,8 @@ class RunError(Exception):
 
 
 def run_station(config: StationConfig) -> int:
-    """Run until the source ends or SIGINT/SIGTERM; returns the exit status (0 after a clean drain)."""
+    """Run until the source ends or SIGINT/SIGTERM; returns the exit status: 0 after a clean drain, 1 when a finite
+    source ended with every frame an error (nothing was inspected)."""
     try:
         engine = open_engine(Path(config.engine))
         thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
@@ -110,9 +111,7 @@ def run_station(config: StationConfig) -> int:
         )
         waiting = config.wait_subscribers if config.wait_subscribers is not None else int(source.finite)
         if waiting:
-            log.info("waiting up to %.0f s for %d subscriber(s)", config.wait_timeout, waiting)
-            if not publisher.wait_subscribers(waiting, config.wait_timeout):
-                log.warning("only %d subscriber(s) after %.0f s: starting anyway", publisher.subscribers, waiting)
+            publisher.wait_subscribers(waiting, config.wait_timeout)
         # The service watchdog is fed while the station makes progress; a hung inference stops feeding it.
         pipeline.on_heartbeat = lambda health: None if pipeline.inference_hung() else notify("WATCHDOG=1")
         notify(f"READY=1\nSTATUS={config.station}: {engine.path.name} on {config.camera}")
@@ -139,6 +138,11 @@ def run_station(config: StationConfig) -> int:
             summary["latency_ms"].get("p50"),
             summary["latency_ms"].get("p99"),
         )
+        errors = sum(counters.errors.values())
+        if source.finite and counters.frames and errors == counters.frames:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in counters.errors.most_common())
+            log.error("every one of the %d frames was an error (%s): no part was inspected", counters.frames, reasons)
+            return 1
         return 0
     except (SnapshotError, ControlError, MetricsError) as exc:
         raise RunError(str(exc)) from exc

@@ -1,9 +1,11 @@
-"""Where verdicts go besides ZeroMQ: JSON lines, and a bounded folder of rejected frames with heatmaps.
+"""Where verdicts go besides ZeroMQ: JSON lines, and a bounded folder of reject records.
 
-Neither may slow the line: the reject store writes from its own thread, drops images (counted) when it falls
-behind, evicts the oldest files to stay within its file and size limits, and reports write errors at most once
-a minute. When the disk is full or over quota it evicts its own oldest images to make room (never anyone else's
-files); a read-only or vanished folder only costs the images. A partly written image is removed.
+A reject record is one picture per failed part (the frame, its anomaly map over it on the threshold colour scale,
+the region boxes and a caption: see :func:`reject_picture`) and, next to it, the verdict as JSON. Neither sink may
+slow the line: the reject store writes from its own thread, drops records (counted) when it falls behind, evicts
+the oldest to stay within its file and size limits, and reports write errors at most once a minute. When the disk
+is full or over quota it evicts its own oldest records to make room (never anyone else's files); a read-only or
+vanished folder only costs the records. A partly written record is removed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.heatmap import blend, colour_bar
 from edge.sidecar import FrameSpec
 
 log = logging.getLogger(__name__)
@@ -42,28 +45,114 @@ class JsonlSink:
             self._handle.close()
 
 
-def overlay(pixels: np.ndarray, anomaly_map: np.ndarray, frame: FrameSpec) -> np.ndarray:
-    """The frame (BGR for writing) with the anomaly map as a heatmap blended over its ROI."""
-    image = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR) if pixels.ndim == 2 else pixels
-    if frame.pixel_format == "rgb8":
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    image = image.copy()
+PANEL_SIZE = 384  # frames are enlarged by a whole factor to about this size (pixels stay exact), never shrunk
+TEXT = (235, 235, 235)
+BOX = (0, 255, 0)
+
+
+def _rgb(pixels: np.ndarray, pixel_format: str) -> np.ndarray:
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    return pixels[..., ::-1].copy() if pixel_format == "bgr8" else pixels.copy()
+
+
+def _text_lines(lines: list[str], width: int, scale: float) -> list[str]:
+    """``lines`` wrapped at spaces to fit ``width`` pixels in OpenCV's simplex font at ``scale``."""
+    wrapped = []
+    for line in lines:
+        words, current = line.split(" "), ""
+        for word in words:
+            trial = f"{current} {word}" if current else word
+            if current and cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width:
+                wrapped.append(current)
+                current = word
+            else:
+                current = trial
+        wrapped.append(current)
+    return wrapped
+
+
+def reject_picture(
+    verdict: dict, pixels: np.ndarray, anomaly_map: np.ndarray, frame: FrameSpec, source: str = ""
+) -> np.ndarray:
+    """One failed part as an RGB image an engineer can read on its own (``source``: the frame's file name or
+    camera serial).
+
+    Left: the frame as the camera gave it (enlarged by a whole factor for small frames, each pixel repeated).
+    Right: the same frame with the anomaly map over the ROI on the threshold colour scale (:mod:`edge.heatmap`:
+    red is over the pixel threshold), and the verdict's region boxes. Below: the colour scale and a caption with
+    station, seq, frame id, time, score and thresholds, camera and source, and the model.
+    """
+    height, width = pixels.shape[:2]
+    k = max(1, round(PANEL_SIZE / max(width, height)))
+    raw = cv2.resize(_rgb(pixels, frame.pixel_format), (width * k, height * k), interpolation=cv2.INTER_NEAREST)
+    over = raw.copy()
     x, y, w, h = frame.region
-    heat = cv2.resize(np.clip(anomaly_map.astype(np.float32), 0, 1), (w, h), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    image[y : y + h, x : x + w] = cv2.addWeighted(image[y : y + h, x : x + w], 0.5, colour, 0.5, 0)
-    return image
+    pixel_threshold = verdict["pixel_threshold"]
+    roi = over[y * k : (y + h) * k, x * k : (x + w) * k]
+    roi[:] = blend(roi, anomaly_map, pixel_threshold)
+    if (x, y, w, h) != (0, 0, width, height):
+        cv2.rectangle(over, (x * k, y * k), ((x + w) * k - 1, (y + h) * k - 1), TEXT, 1)
+    thickness = max(1, k // 2)
+    for region in verdict["regions"]:
+        left, top = region["x"] * k, region["y"] * k
+        right, bottom = (region["x"] + region["w"]) * k - 1, (region["y"] + region["h"]) * k - 1
+        cv2.rectangle(over, (left, top), (right, bottom), BOX, thickness)
+    gap = 8
+    canvas_width = 2 * width * k + 3 * gap
+    scale = max(0.45, min(1.2, canvas_width / 1400))
+    line_height = int(30 * scale) + 4
+    origin = [f"camera {verdict['camera'] or '-'}", *([f"source {source}"] if source else [])]
+    origin.append(f"model {verdict['model'][:19]}")
+    caption = _text_lines(
+        [
+            f"{verdict['verdict'].upper()}  station {verdict['station']}  seq {verdict['seq']}  "
+            f"frame {verdict['frame_id']}  {verdict['time']}",
+            f"reason: score {verdict['score']:.4f} >= threshold {verdict['threshold']:.4f}; "
+            f"{len(verdict['regions'])} region(s) over the pixel threshold {pixel_threshold:.4f} (green boxes)",
+            "  ".join(origin),
+        ],
+        canvas_width - 2 * gap,
+        scale,
+    )
+    bar_height = line_height
+    title_height = line_height + gap
+    caption_top = title_height + height * k + gap
+    canvas_height = caption_top + 2 * line_height + bar_height + len(caption) * line_height + gap
+    canvas = np.full((canvas_height, canvas_width, 3), 30, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for left, title in ((gap, "frame"), (2 * gap + width * k, "anomaly map over the frame, regions boxed")):
+        cv2.putText(canvas, title, (left, line_height), font, scale, TEXT, 1, cv2.LINE_AA)
+    canvas[title_height : title_height + height * k, gap : gap + width * k] = raw
+    canvas[title_height : title_height + height * k, 2 * gap + width * k : 2 * gap + 2 * width * k] = over
+    bar_width = min(canvas_width - 2 * gap, 512)
+    bar_top = caption_top + line_height
+    canvas[bar_top : bar_top + bar_height, gap : gap + bar_width] = colour_bar(bar_width, bar_height)
+    labels = (
+        (gap, "0"),
+        (gap + bar_width // 2, f"pixel threshold {pixel_threshold:.4g}"),
+        (gap + bar_width, f">= {2 * pixel_threshold:.4g}"),
+    )
+    for i, (at, label) in enumerate(labels):
+        size = cv2.getTextSize(label, font, scale * 0.8, 1)[0][0]
+        left = min(max(gap, at - size * i // 2), canvas_width - gap - size)
+        cv2.putText(canvas, label, (left, bar_top - 4), font, scale * 0.8, TEXT, 1, cv2.LINE_AA)
+    for i, line in enumerate(caption):
+        at = bar_top + bar_height + (i + 1) * line_height
+        cv2.putText(canvas, line, (gap, at), font, scale, TEXT, 1, cv2.LINE_AA)
+    return canvas
 
 
 class RejectStore:
-    """Saves rejected frames with their heatmap into ``folder``, within ``max_files`` and ``max_mb``."""
+    """Keeps a record of each failed part in ``folder``: ``NAME.png`` (:func:`reject_picture`) and ``NAME.json``
+    (its verdict, as published), within ``max_files`` records and ``max_mb``."""
 
     def __init__(self, folder: Path, frame: FrameSpec, max_files: int = 1000, max_mb: float = 500.0) -> None:
         self.folder, self.frame = Path(folder), frame
         self.max_files, self.max_bytes = max_files, int(max_mb * 1e6)
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = sorted((p for p in self.folder.glob("*.png") if p.is_file()), key=lambda p: p.stat().st_mtime)
-        self._files = deque((p, p.stat().st_size) for p in existing)
+        self._files = deque((p, _record_size(p)) for p in existing)
         self._bytes = sum(size for _, size in self._files)
         self.saved = self.dropped = self.failed = self.evicted_for_space = 0
         self._last_error_report = float("-inf")  # the first error is always reported
@@ -75,50 +164,65 @@ class RejectStore:
         if verdict["verdict"] != "fail" or job.frame.pixels is None or job.anomaly_map is None:
             return
         try:
-            self._queue.put_nowait((verdict, job.frame.pixels, job.anomaly_map))
+            self._queue.put_nowait((verdict, job.frame.pixels, job.anomaly_map, job.frame.name))
         except queue.Full:
             self.dropped += 1
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            verdict, pixels, anomaly_map = item
-            name = f"{verdict['time'].replace(':', '')}_{verdict['frame_id']:08d}_{verdict['score']:.3f}.png"
-            ok, data = cv2.imencode(".png", overlay(pixels, anomaly_map, self.frame))
+            verdict, pixels, anomaly_map, source = item
+            name = f"{verdict['time'].replace(':', '')}_{verdict['frame_id']:08d}_{verdict['score']:.3f}"
             try:
+                picture = reject_picture(verdict, pixels, anomaly_map, self.frame, source)
+                ok, data = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 if not ok:
                     raise OSError("PNG encoding failed")
-                self._save(self.folder / name, data.tobytes())
-            except OSError as exc:
+                record = json.dumps(verdict, indent=1).encode()
+                self._save(self.folder / f"{name}.png", data.tobytes(), record)
+            except Exception as exc:  # the store's thread must outlive any one record; verdicts never depend on it
                 self.failed += 1
                 if time.monotonic() - self._last_error_report > 60:
                     self._last_error_report = time.monotonic()
                     log.warning("cannot save rejected image in %s: %s (verdicts are unaffected)", self.folder, exc)
 
-    def _save(self, path: Path, data: bytes) -> None:
-        """Write ``path``; on a full disk or quota, evict our oldest images until it fits or none are left."""
+    def _save(self, path: Path, picture: bytes, record: bytes) -> None:
+        """Write ``path`` and its JSON; on a full disk or quota, evict our oldest records until they fit or none
+        are left."""
         while True:
             try:
-                path.write_bytes(data)
+                path.write_bytes(picture)
+                path.with_suffix(".json").write_bytes(record)
                 break
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)  # no half-written image left behind
+                _remove(path)  # no half-written record left behind
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._files:
                     raise
                 self._evict_oldest()
                 self.evicted_for_space += 1
         self.saved += 1
-        self._files.append((path, len(data)))
-        self._bytes += len(data)
+        self._files.append((path, len(picture) + len(record)))
+        self._bytes += len(picture) + len(record)
         while self._files and (len(self._files) > self.max_files or self._bytes > self.max_bytes):
             self._evict_oldest()
 
     def _evict_oldest(self) -> None:
         path, size = self._files.popleft()
         self._bytes -= size
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
+        _remove(path)
 
     def close(self, timeout: float = 5.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+def _record_size(picture: Path) -> int:
+    """Bytes of a record already in the folder: its picture and, where present, its JSON."""
+    record = picture.with_suffix(".json")
+    return picture.stat().st_size + (record.stat().st_size if record.is_file() else 0)
+
+
+def _remove(picture: Path) -> None:
+    """Remove a record: its picture and its JSON, whichever exist."""
+    for path in (picture, picture.with_suffix(".json")):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)

@@ -220,7 +220,9 @@ def test_reject_store_keeps_within_its_limits(tmp_path: Path) -> None:
     store = RejectStore(tmp_path / "rejects", FrameSpec(32, 32, "mono8"), max_files=3)
     for i in range(8):
         job = Job(i, Frame(i, 0, 0, np.full((32, 32), i * 20, np.uint8)), anomaly_map=np.random.rand(16, 16))
-        store.write({"verdict": "fail", "time": f"2026-01-01T00:00:0{i}.000Z", "frame_id": i, "score": 0.9}, job)
+        verdict = {"verdict": "fail", "time": f"2026-01-01T00:00:0{i}.000Z", "frame_id": i, "score": 0.9}
+        verdict |= {"station": "s", "seq": i, "camera": "", "threshold": 0.5, "pixel_threshold": 0.5, "regions": []}
+        store.write(verdict | {"reason": None, "model": "sha256:" + "0" * 64}, job)
         time.sleep(0.02)
     store.close()
     files = sorted(p.name for p in (tmp_path / "rejects").glob("*.png"))
@@ -639,10 +641,11 @@ def test_a_broken_reject_folder_never_touches_the_verdicts(
 
 @pytest.fixture
 def small_filesystem(tmp_path: Path):
-    """A real 64 KiB filesystem (tmpfs), so that the disk really fills; skipped where mounting is not allowed."""
+    """A real 1 MiB filesystem (tmpfs: room for a few reject records), so that the disk really fills; skipped where
+    mounting is not allowed."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode().strip()}")
     try:
