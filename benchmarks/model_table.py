@@ -67,7 +67,7 @@ def markdown(rows: list[dict]) -> str:
     for model in sorted({r["model"] for r in rows}):
         own = [r for r in rows if r["model"] == model]
         short = [
-            f"{r['set']} ({'image' if r['image_auroc'] < TARGET else 'pixel'})"
+            f"{r['set']} ({' and '.join(k for k in ('image', 'pixel') if r[f'{k}_auroc'] < TARGET)})"
             for r in own
             if min(r["image_auroc"], r["pixel_auroc"]) < TARGET
         ]
