@@ -62,7 +62,7 @@ class StationFeed:
         self.link, self.deliver, self.offline_heartbeats = link, deliver, offline_heartbeats
         self.metrics = metrics
         self.malformed = 0
-        self._unshown = 0  # malformed verdicts since the last good one
+        self._unshown = 0  # verdicts not shown since the last good one (malformed, or lost before those)
         self._stop = threading.Event()
         self._subscriber = VerdictSubscriber(link.verdicts, link.name, curve=link.curve())
         self._thread = threading.Thread(target=self._run, name=f"feed-{link.name}", daemon=True)
@@ -76,6 +76,13 @@ class StationFeed:
         self._subscriber.close()
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception as exc:  # a feed that stops must not leave its station looking alive
+            log.error("%s: following stopped: %s", self.link.name, exc)
+            self.deliver(self.link.name, LinkDown())
+
+    def _follow(self) -> None:
         state = self._subscriber.state
         first = None
         while first is None and not self._stop.is_set():  # the stream is flowing before the snapshot is asked

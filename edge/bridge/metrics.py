@@ -1,12 +1,15 @@
 """Prometheus metrics of the bridge (``edge-bridge --metrics [HOST:]PORT``, ``/metrics``).
 
-``edge_bridge_messages_total{station,kind}`` (verdict, heartbeat, status received), ``edge_bridge_missed_total
-{station}`` (verdicts lost on the way: gaps in seq), ``edge_bridge_malformed_total{station}`` (skipped),
-``edge_bridge_latency_seconds{protocol}`` (the station's publish → the value written on OPC UA / the result
-presented on Modbus), ``edge_bridge_clients{protocol}`` (connected OPC UA and Modbus clients),
-``edge_bridge_station_state{station,state}`` (1 for the current state), ``edge_bridge_modbus_queue_depth
-{station}``, ``edge_bridge_modbus_overflow_total{station}``, ``edge_bridge_modbus_refused_total{station}``
-(acknowledges of a result that was not presented) and ``edge_bridge_info{version}``.
+* ``edge_bridge_messages_total{station,kind}``: verdict, heartbeat and status messages received;
+* ``edge_bridge_missed_total{station}``: verdicts lost on the way (gaps in seq, malformed verdicts);
+* ``edge_bridge_malformed_total{station}``: messages skipped;
+* ``edge_bridge_latency_seconds{protocol}``: the station's publish → the value written on OPC UA, or the result
+  presented on Modbus (which includes any wait in the queue for the PLC's acknowledge);
+* ``edge_bridge_clients{protocol}``: connected OPC UA and Modbus clients;
+* ``edge_bridge_station_state{station,state}``: 1 for the current state;
+* ``edge_bridge_modbus_queue_depth{station}``, ``edge_bridge_modbus_overflow_total{station}``,
+  ``edge_bridge_modbus_refused_total{station}`` (acknowledges of a result that was not presented);
+* ``edge_bridge_info{version}``.
 """
 
 from __future__ import annotations

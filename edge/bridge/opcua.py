@@ -213,15 +213,16 @@ class OpcuaOutput:
         counters = {"Passed": view.passed, "Failed": view.failed, "Errors": view.errors, "Missed": view.missed}
         return [(name, kind, counters[name]) for name, kind in COUNTER_VARIABLES]
 
-    async def verdict(self, view: StationView) -> None:
-        """A new verdict: counters, then the verdict's values, ``Seq`` last, all with the same timestamps."""
+    async def verdict(self, view: StationView, fresh: bool = True) -> None:
+        """A verdict: counters, then the verdict's values, ``Seq`` last, all with the same timestamps. ``fresh``:
+        just received (timed for the latency metric), not shown from a snapshot."""
         nodes, good = self._nodes[view.name], ua.StatusCode(ua.StatusCodes.Good)
         source = utc(view.last["t_publish_ns"])
         await self._write_state(view)
         for name, kind, value in self._counter_values(view) + self._verdict_values(view):
             await self._write(nodes[name], kind, value, good, source)
         self._current[view.name] = True
-        if self.metrics is not None:
+        if self.metrics is not None and fresh:
             self.metrics.written("opcua", view.last["t_publish_ns"])
 
     async def status(self, view: StationView) -> None:

@@ -41,7 +41,6 @@ class Bridge:
             self.modbus = ModbusOutput(listen_address(config.modbus), views, config.modbus_queue, self.metrics)
         self.outputs = [output for output in (self.opcua, self.modbus) if output is not None]
         self.feeds: list[StationFeed] = []
-        self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set."""
@@ -67,7 +66,6 @@ class Bridge:
             except (OpcuaError, ModbusError, MetricsError, SecurityError) as exc:
                 raise BridgeError(str(exc)) from exc
             notify("READY=1\nSTATUS=edge-bridge: " + ", ".join(self.views))
-            self.ready.set()
             ticker = asyncio.create_task(self._tick(stop))
             while not stop.is_set():
                 try:
@@ -89,7 +87,7 @@ class Bridge:
         change = view.apply(event)
         if change == "verdict" and isinstance(event, Snapshot):  # the station's current values, not a new result
             if self.opcua is not None:
-                await self.opcua.verdict(view)
+                await self.opcua.verdict(view, fresh=False)
             if self.modbus is not None:
                 await self.modbus.status(view)
         elif change == "verdict":
