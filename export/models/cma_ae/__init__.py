@@ -26,5 +26,6 @@ SPEC = register(
         training=CMAAETraining,
         train=train_cma_ae,
         load=load_cma_ae,
+        quick={"memory_size": 50, "stage1_iterations": 2, "stage2_iterations": 2, "batch_size": 4},
     )
 )

@@ -26,5 +26,6 @@ SPEC = register(
         training=PatchCoreTraining,
         train=train_patchcore,
         load=load_patchcore,
+        quick={"coreset": 0.05},
     )
 )

@@ -29,5 +29,6 @@ SPEC = register(
         training=RBAETraining,
         train=train_rb_ae,
         load=load_rb_ae,
+        quick={"width": 8, "phase1_iterations": 2, "phase2_iterations": 2, "batch_size": 2},
     )
 )
