@@ -14,9 +14,9 @@ import pytest
 
 pylon = pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (pip install pypylon)")
 
-from edge.basler import BaslerSource, CameraSettings  # noqa: E402
 from edge.engines import open_engine  # noqa: E402
 from edge.scoring import Thresholds, judge  # noqa: E402
+from edge.sources.basler import BaslerSource, CameraSettings  # noqa: E402
 from tests.test_runtime import free_endpoint, run_in_process, station  # noqa: E402
 
 
@@ -126,11 +126,11 @@ def test_incomplete_grabs_become_error_verdicts_with_contiguous_ids(onnx_engine:
 def test_ignored_triggers_and_lost_frames_become_error_verdicts(
     onnx_engine: Path, camera_images: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from edge.basler import NO_FRAME
+    from edge.sources.basler import NO_FRAME
 
     settings = CameraSettings(64, 64, "rgb8", trigger="software", emulator_images=str(camera_images))
     source = EmulatorFaults("basler0", 0, None, settings, overtrigger_at={2}, skip_at={6})
-    with caplog.at_level("WARNING", logger="edge.basler"):
+    with caplog.at_level("WARNING", logger="edge.sources.basler"):
         pipeline, messages = run_in_process(open_engine(onnx_engine), source, free_endpoint(), max_frames=12)
     assert not source.overtriggers_counted and "cannot report frame-trigger overruns" in caplog.text
     verdicts = [p for k, p in messages if k == "verdict"]

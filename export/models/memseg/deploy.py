@@ -2,7 +2,8 @@
 power-of-two rescaling so every FP16 tensor of a normal part stays in range.
 
 Nothing here computes MemSeg differently: the exported graph runs the model's own forward pass
-(:class:`export.models.memseg.network.MemSeg`), and every change below leaves its function the same in exact
+(:class:`export.models.memseg.network.MemSeg`, which imports this module: the functions here take it as a
+plain module), and every change below leaves its function the same in exact
 arithmetic. Value ranges are measured on the memory images, leave-one-out (each against the others stands in for a
 good part):
 
@@ -23,7 +24,6 @@ from torch import nn
 
 from export.data.batches import normalise
 from export.graph.folding import fold_batchnorm, scale_input_channels
-from export.models.memseg.network import MemSeg
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -38,7 +38,7 @@ def power_of_two_above(value: float, target: float, shrink_only: bool = True) ->
     return 2.0 ** (max(0, exponent) if shrink_only else exponent)
 
 
-def prepare_for_export(model: MemSeg, precision: str) -> MemSeg:
+def prepare_for_export(model: nn.Module, precision: str) -> nn.Module:
     """A folded, rescaled copy of ``model`` whose convolutions run at ``precision``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
@@ -66,7 +66,7 @@ def prepare_for_export(model: MemSeg, precision: str) -> MemSeg:
     return model
 
 
-def _absorb_feature_scale(model: MemSeg) -> None:
+def _absorb_feature_scale(model: nn.Module) -> None:
     """[II, DI*] × s fed a conv and the attention's squeeze conv: s moves into their weights. The spatial
     attention at scale 2 − k carried s^(k+1): it moves into decoder skip k."""
     s = model.feature_scale
@@ -77,7 +77,7 @@ def _absorb_feature_scale(model: MemSeg) -> None:
     model.feature_scale = 1.0
 
 
-def _scale_decoder_skips(model: MemSeg, factors: list[float]) -> None:
+def _scale_decoder_skips(model: nn.Module, factors: list[float]) -> None:
     """Multiply the skip-channel weights of decoder merge k by the factor of scale 2 − k."""
     for k, merge in enumerate(model.decoder.merges[:3]):
         conv = merge[0]
@@ -85,7 +85,7 @@ def _scale_decoder_skips(model: MemSeg, factors: list[float]) -> None:
 
 
 @torch.no_grad()
-def _rescale_trunk(model: MemSeg, c: float) -> None:
+def _rescale_trunk(model: nn.Module, c: float) -> None:
     """Divide every trunk activation by ``c`` (first conv's weights and all biases), the bank too, and multiply
     the weights of everything that reads the trunk by ``c``. Exact for a ReLU trunk only (``homogeneous``)."""
     if c == 1.0:
@@ -109,7 +109,7 @@ def _rescale_trunk(model: MemSeg, c: float) -> None:
 
 
 @torch.no_grad()
-def _peaks(model: MemSeg, images: torch.Tensor) -> dict[str, float]:
+def _peaks(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
     """Largest magnitudes of the trunk, fusion convs and attention products, leave-one-out on ``images``."""
     peaks: dict[str, float] = {}
 

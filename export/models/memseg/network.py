@@ -32,6 +32,7 @@ from torch import nn
 
 from export.data.batches import normalise
 from export.models.base import AnomalyModel
+from export.models.memseg.deploy import prepare_for_export
 from export.nn.blocks import ConvBNReLU, CoordinateAttention, upsample2x
 from export.nn.memory import MemoryBank, smooth
 from export.nn.trunk import Trunk
@@ -184,8 +185,6 @@ class MemSeg(AnomalyModel):
         return self.memory_images.cpu().numpy()
 
     def prepare_for_export(self, precision: str) -> MemSeg:
-        from export.models.memseg.deploy import prepare_for_export
-
         return prepare_for_export(self, precision)
 
     def export_info(self) -> dict:

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from edge.sources import CameraLost, Frame, Source, SourceError
+from edge.sources.base import CameraLost, Frame, Source, SourceError
 
 log = logging.getLogger(__name__)
 

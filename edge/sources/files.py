@@ -1,0 +1,96 @@
+"""Sources from files: a folder of images (once, looping, or paced like a camera) and a video file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.sources.base import IMAGE_SUFFIXES, Frame, Source, SourceError, convert_pixels, now
+
+
+class FolderSource(Source):
+    """The images of a folder, sorted by name, once or looping; an unreadable file becomes an error frame.
+
+    With ``fps`` it behaves like a camera: frames come on that clock whether or not the line keeps up.
+    """
+
+    def __init__(self, folder: Path, pixel_format: str, loop: bool = False, uri: str = "", fps: float = 0.0) -> None:
+        self.folder, self.pixel_format, self.loop = Path(folder), pixel_format, loop
+        self.finite = not loop
+        self.live, self.fps = fps > 0, fps
+        self._due = 0.0
+        self.uri = uri or f"folder://{folder}"
+        self._paths: list[Path] = []
+        self._next = 0
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise SourceError(f"{self.uri}: folder not found: {self.folder}")
+        self._paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self._paths:
+            raise SourceError(f"{self.uri}: no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        if self._next >= len(self._paths) and not self.loop:
+            return None
+        if self.live:
+            self._due = max(self._due + 1.0 / self.fps, time.perf_counter()) if self._due else time.perf_counter()
+            time.sleep(max(0.0, self._due - time.perf_counter()))
+        path = self._paths[self._next % len(self._paths)]
+        frame_id = self._next
+        self._next += 1
+        wall, perf = now()
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None or image.dtype != np.uint8 or image.ndim not in (2, 3):
+            return Frame(frame_id, wall, wall, None, "unreadable_image", f"cannot decode {path.name}", path.name, perf)
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return Frame(
+            frame_id, wall, time.time_ns(), convert_pixels(image, self.pixel_format), name=path.name, t_received=perf
+        )
+
+    def close(self) -> None:
+        self._paths = []
+
+
+class VideoSource(Source):
+    """The frames of a video file (OpenCV's decoders)."""
+
+    finite = True
+
+    def __init__(self, path: Path, pixel_format: str, uri: str = "") -> None:
+        self.path, self.pixel_format = Path(path), pixel_format
+        self.uri = uri or f"video://{path}"
+        self._capture = None
+        self._next = 0
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise SourceError(f"{self.uri}: file not found: {self.path}")
+        self._capture = cv2.VideoCapture(str(self.path))
+        if not self._capture.isOpened():
+            raise SourceError(f"{self.uri}: OpenCV cannot decode {self.path}")
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        ok, image = self._capture.read()
+        if not ok:
+            return None
+        wall, perf = now()
+        frame = Frame(
+            self._next,
+            wall,
+            wall,
+            convert_pixels(image, self.pixel_format),
+            name=f"{self.path.name}#{self._next}",
+            t_received=perf,
+        )
+        self._next += 1
+        return frame
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
