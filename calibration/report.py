@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
+
+from edge.heatmap import THRESHOLD_COLOURS, blend  # noqa: E402
 
 
 def _histogram(path: Path, calibration: dict, good: np.ndarray, bad: np.ndarray | None) -> None:
@@ -52,22 +55,44 @@ def _curves(path: Path, calibration: dict, good: np.ndarray, bad: np.ndarray) ->
     plt.close(fig)
 
 
-def _grid(path: Path, title_rows: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]]) -> None:
-    rows = [r for r in title_rows if r[1]]
-    columns = max(len(items) for _, items in rows)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.6 * len(rows)), dpi=100, squeeze=False)
-    for r, (title, items) in enumerate(rows):
-        for c in range(columns):
-            ax = axes[r][c]
+def _short(name: str, length: int = 32) -> str:
+    """A file name shortened in the middle to ``length`` characters, so a title never runs over its image."""
+    return name if len(name) <= length else f"{name[: length // 2 - 1]}…{name[-(length - length // 2) :]}"
+
+
+Thumbnail = tuple[str, float, np.ndarray, np.ndarray]  # file name, score, RGB image, anomaly map
+
+
+def _grid(path: Path, rows: list[tuple[str, bool, list[Thumbnail]]], calibration: dict) -> None:
+    """One row of images per set (title, whether the set is good, thumbnails), each image with its map on the
+    threshold colour scale (red: over the pixel threshold), its file name and score, and whether it is a false
+    reject or an escape at the threshold; a colour bar at the bottom."""
+    rows = [r for r in rows if r[2]]
+    threshold, pixel = calibration["threshold"], calibration["pixel_threshold"]
+    columns = max(len(items) for _, _, items in rows)
+    fig = plt.figure(figsize=(max(6.0, 2.4 * columns), 3.0 * len(rows) + 0.9), dpi=110, layout="constrained")
+    parts = fig.subfigures(len(rows) + 1, 1, height_ratios=[3.0] * len(rows) + [0.9])
+    for part, (title, good, items) in zip(parts, rows, strict=False):
+        part.suptitle(title, fontsize=11, fontweight="bold")
+        axes = part.subplots(1, columns, squeeze=False)[0]
+        for ax, item in zip(axes, items + [None] * (columns - len(items)), strict=True):
             ax.axis("off")
-            if c >= len(items):
+            if item is None:
                 continue
-            label, image, amap = items[c]
-            heat = cv2.resize(amap, (image.shape[1], image.shape[0]))
-            ax.imshow(image)
-            ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            ax.set_title(f"{title}\n{label}", fontsize=7)
-    fig.tight_layout()
+            name, score, image, amap = item
+            ax.imshow(blend(image, amap, pixel))
+            failed = score >= threshold
+            wrong = failed == good  # a good part failed, or a bad part passed
+            mark = f" {'≥' if failed else '<'} {threshold:.4f}: {'false reject' if good else 'escape'}" if wrong else ""
+            ax.set_title(f"{_short(name)}\nscore {score:.4f}{mark}", fontsize=8, color="darkred" if wrong else "black")
+    colours = ListedColormap(THRESHOLD_COLOURS / 255.0).with_extremes(over=THRESHOLD_COLOURS[-1] / 255.0)
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(0.0, 2 * pixel), colours),
+        cax=parts[-1].add_axes((0.15, 0.55, 0.7, 0.2)),
+        orientation="horizontal",
+        extend="max",
+    )
+    bar.set_label(f"anomaly map: red at or above the pixel threshold {pixel:.4g}", fontsize=9)
     fig.savefig(path)
     plt.close(fig)
 
@@ -87,9 +112,10 @@ def write_report(folder: Path, calibration: dict, good, bad) -> Path:
     _histogram(folder / "scores.png", calibration, good.scores, bad.scores if bad else None)
     rows = [
         (
-            "worst good",
+            "good images with the highest scores",
+            True,
             [
-                (f"{good.paths[i].name} {good.scores[i]:.4f}", *good.thumbnails[i])
+                (good.paths[i].name, good.scores[i], *good.thumbnails[i])
                 for i in sorted(good.thumbnails, key=lambda i: -good.scores[i])
             ],
         )
@@ -98,14 +124,15 @@ def write_report(folder: Path, calibration: dict, good, bad) -> Path:
         _curves(folder / "roc_pr.png", calibration, good.scores, bad.scores)
         rows.append(
             (
-                "lowest-scoring bad",
+                "bad images with the lowest scores",
+                False,
                 [
-                    (f"{bad.paths[i].name} {bad.scores[i]:.4f}", *bad.thumbnails[i])
+                    (bad.paths[i].name, bad.scores[i], *bad.thumbnails[i])
                     for i in sorted(bad.thumbnails, key=lambda i: bad.scores[i])
                 ],
             )
         )
-    _grid(folder / "hardest.png", rows)
+    _grid(folder / "hardest.png", rows, calibration)
     low, high = calibration["false_reject_interval"]
     lines = [
         "# Calibration report",

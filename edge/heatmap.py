@@ -38,17 +38,24 @@ THRESHOLD_COLOURS = _threshold_colours()  # RGB, indexed by round(display value 
 
 def colour_map(anomaly_map: np.ndarray, pixel_threshold: float, size: tuple[int, int] | None = None) -> np.ndarray:
     """The map as an RGB uint8 image on the threshold scale, resized to ``size`` (width, height) if given."""
+    return THRESHOLD_COLOURS[_scale_index(anomaly_map, pixel_threshold, size)]
+
+
+def _scale_index(anomaly_map: np.ndarray, pixel_threshold: float, size: tuple[int, int] | None) -> np.ndarray:
+    """Each pixel's index into :data:`THRESHOLD_COLOURS` (128 and above: over the threshold), at ``size``."""
     values = display_values(anomaly_map, pixel_threshold)
     if size is not None and values.shape[::-1] != tuple(size):
         values = cv2.resize(values, size, interpolation=cv2.INTER_LINEAR)
-    return THRESHOLD_COLOURS[np.rint(values * 255).astype(np.uint8)]
+    return np.rint(values * 255).astype(np.uint8)
 
 
-def blend(image_rgb: np.ndarray, anomaly_map: np.ndarray, pixel_threshold: float, alpha: float = 0.5) -> np.ndarray:
-    """An RGB uint8 image with the map (resized to it) blended over it on the threshold scale."""
-    height, width = image_rgb.shape[:2]
-    colours = colour_map(anomaly_map, pixel_threshold, (width, height))
-    return cv2.addWeighted(image_rgb, 1.0 - alpha, colours, alpha, 0.0)
+def blend(image_rgb: np.ndarray, anomaly_map: np.ndarray, pixel_threshold: float) -> np.ndarray:
+    """An RGB uint8 image with the map (resized to it) over it on the threshold scale: 40 % colour below the
+    threshold, so the part shows through, 65 % at and above it, so what is over stands out."""
+    index = _scale_index(anomaly_map, pixel_threshold, image_rgb.shape[1::-1])
+    alpha = np.where(index >= 128, np.float32(0.65), np.float32(0.4))[..., None]
+    mixed = (1.0 - alpha) * image_rgb.astype(np.float32) + alpha * THRESHOLD_COLOURS[index].astype(np.float32)
+    return np.rint(mixed).astype(np.uint8)
 
 
 def colour_bar(width: int, height: int) -> np.ndarray:
