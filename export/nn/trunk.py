@@ -332,12 +332,6 @@ def build_trunk(name: str, weights: str | Path | None = None) -> Trunk:
     return trunk
 
 
-def load_resnet18(weights: Path | None) -> nn.Module:
-    """torchvision's ResNet18 network with the weights of file ``weights`` (None: random, with a warning); wrap
-    it in :class:`ResNet18Trunk`. :func:`build_trunk` does both and records the weights' sha256."""
-    return load_network("resnet18", "random" if weights is None else Path(weights))[0]
-
-
 def untrained_trunk(name: str = "resnet18") -> Trunk:
     """Trunk ``name`` with freshly initialised weights, for loading a checkpoint's state into (no warning)."""
     if name not in TRUNKS:

@@ -26,5 +26,6 @@ SPEC = register(
         training=TrustMAETraining,
         train=train_trustmae,
         load=load_trustmae,
+        quick={"iterations": 2, "batch_size": 2},
     )
 )
