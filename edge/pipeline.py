@@ -358,6 +358,10 @@ class Pipeline:
         """On the publishing thread: change thresholds or pause state, and announce it on the status topic."""
         request, command = item.request, item.request["command"]
         if command == "set_threshold":
+            for key in ("score", "pixel"):
+                problem = key in request and self.engine.sidecar.score.check_threshold(key, request[key])
+                if problem:
+                    return {"ok": False, "error": problem}
             old = self.thresholds
             self.thresholds = Thresholds(request.get("score", old.score), request.get("pixel", old.pixel), "control")
             change = {
@@ -376,10 +380,6 @@ class Pipeline:
         )
         return {"ok": True, **change}
 
-            for key in ("score", "pixel"):
-                problem = key in request and self.engine.sidecar.score.check_threshold(key, request[key])
-                if problem:
-                    return {"ok": False, "error": problem}
     def status(self) -> dict:
         """What the station is doing, for the snapshot and control sockets."""
         return {
