@@ -68,6 +68,25 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in StationConfig.__dataclass_fields__ if hasattr(args, k)}
 
 
+def _engine_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge.engines import BACKENDS
+    from edge.engines.openvino_engine import INFERENCE_PRECISIONS
+
+    group = parser.add_argument_group("engine runtime (README: choosing the runtime)")
+    group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="auto (default): by the artefact's suffix; openvino runs an .onnx on OpenVINO (CPU)",
+    )
+    group.add_argument(
+        "--inference-precision",
+        choices=list(INFERENCE_PRECISIONS),
+        help="OpenVINO: fp32 (default) or bf16 where the CPU has BF16 instructions",
+    )
+    group.add_argument("--threads", type=int, help="OpenVINO: inference threads (default: all cores)")
+    group.add_argument("--openvino-cache", help="OpenVINO: compiled-model cache folder (default: ENGINE.openvino/)")
+
+
 def run_main(argv: Sequence[str] | None = None) -> int:
     """``edge-run``: stream a source through an engine and publish verdicts."""
     parser = argparse.ArgumentParser(
@@ -79,6 +98,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config", type=Path, help="station TOML file")
     parser.add_argument("--engine", help="artefact: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt2 (torch)")
+    _engine_arguments(parser)
     parser.add_argument("--camera", help="basler0, basler://SERIAL, folder://DIR[?loop=1] or video://FILE")
     parser.add_argument("--station", help="station name in topics and verdicts (default: station)")
     parser.add_argument("--publish", help="ZeroMQ endpoint to bind (default tcp://*:5556; ipc:// works too)")

@@ -24,6 +24,10 @@ class StationConfig:
     """Everything ``edge-run`` needs. Names match the command-line flags (``queue_size`` ↔ ``--queue-size``)."""
 
     engine: str = ""
+    backend: str = "auto"  # auto (by the artefact's suffix), onnxruntime, openvino, tensorrt, torch
+    inference_precision: str | None = None  # OpenVINO: fp32 (default) or bf16
+    threads: int | None = None  # OpenVINO: inference threads (default: all cores)
+    openvino_cache: str | None = None  # OpenVINO: compiled-model cache folder (default: next to the artefact)
     camera: str = ""
     station: str = "station"
     publish: str = "tcp://*:5556"
@@ -58,6 +62,16 @@ class StationConfig:
     offset_x: int = 0
     offset_y: int = 0
     emulator_images: str | None = None
+
+    def engine_settings(self) -> dict:
+        """The keyword arguments of :func:`edge.engines.open_engine` besides the artefact."""
+        cache = Path(self.openvino_cache) if self.openvino_cache else None
+        return {
+            "backend": self.backend,
+            "inference_precision": self.inference_precision,
+            "threads": self.threads,
+            "cache_dir": cache,
+        }
 
     def camera_settings(self) -> dict:
         """The settings a Basler source applies, besides frame size and pixel format (the engine's)."""

@@ -38,7 +38,7 @@ def run_station(config: StationConfig) -> int:
     """Run until the source ends or SIGINT/SIGTERM; returns the exit status: 0 after a clean drain, 1 when a finite
     source ended with every frame an error (nothing was inspected)."""
     try:
-        engine = open_engine(Path(config.engine))
+        engine = open_engine(Path(config.engine), **config.engine_settings())
         thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
         frame = engine.frame
         camera = {"width": frame.width, "height": frame.height, **config.camera_settings()}

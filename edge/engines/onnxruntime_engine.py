@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from edge.engines.base import Engine, EngineError
+
+log = logging.getLogger(__name__)
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -53,6 +57,12 @@ class OnnxRuntimeEngine(Engine):
         names = [o.name for o in self.session.get_outputs()]
         if names[:2] != ["score", "anomaly_map"] or [i.name for i in self.session.get_inputs()] != ["frames"]:
             raise EngineError(f"{self.path} is not an edge-export graph (frames → score, anomaly_map)")
+        if self.sidecar.precision == "fp16" and self.session.get_providers()[0] == "CPUExecutionProvider":
+            log.warning(
+                "%s is an FP16 graph, which ONNX Runtime runs slower on a CPU than FP32: export with --precision "
+                "fp32 (or int8) for CPUs, or run it with --backend openvino",
+                self.path.name,
+            )
 
     def _deactivate(self) -> None:
         self.session = None
