@@ -144,12 +144,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--grid", type=Path, help="PNG to write (default: next to the checkpoint)")
+    parser.add_argument("--all", action="store_true", help="every test image in the grid (default: 3 per type)")
 
     def body(args: argparse.Namespace) -> int:
         from export.evaluate import evaluate
 
         grid = args.grid or args.checkpoint.with_name(args.checkpoint.stem + "_eval.png")
-        print(json.dumps(evaluate(args.checkpoint, args.data, args.device, grid), indent=2))
+        print(json.dumps(evaluate(args.checkpoint, args.data, args.device, grid, args.all), indent=2))
         return 0
 
     return _run("edge-eval", body, parser, argv)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import torch
 
+from edge.heatmap import blend, colour_bar
 from export.checkpoint import load_model
 from export.data.batches import to_batch
 from export.data.images import GOOD, TestSample, load_test_set
@@ -57,39 +58,84 @@ def evaluate_samples(model: AnomalyModel, samples: list[TestSample]) -> tuple[di
     return result, maps, scores
 
 
-def heatmap_overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:
-    """RGB image with the anomaly map (0…1) as a JET heatmap blended over it."""
-    heat = cv2.applyColorMap((np.clip(amap, 0.0, 1.0) * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(image, 0.5, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), 0.5, 0.0)
+MIN_PANEL = 128  # grid images narrower than this are enlarged by a whole factor
+
+
+def _label(image: np.ndarray, text: str, scale: float = 0.4) -> np.ndarray:
+    """``image`` (RGB) with a white strip above it holding ``text``."""
+    strip = np.full((18, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, image], axis=0)
+
+
+def display_level(samples: list[TestSample], maps: np.ndarray) -> tuple[float, str]:
+    """The map value at the middle of the grid's colour scale, and what it is: the highest pixel of any good test
+    image (what edge-calibrate makes the pixel threshold), or without good images the median image's highest
+    pixel."""
+    good = np.array([s.defect == GOOD for s in samples])
+    if good.any():
+        return float(maps[good].max()), "the highest pixel of any good test image"
+    return float(np.median(maps.max(axis=(1, 2)))), "the median of the images' highest pixels (no good images)"
 
 
 def write_grid(
-    path: Path, samples: list[TestSample], maps: np.ndarray, scores: np.ndarray, per_type: int = 3, columns: int = 3
+    path: Path,
+    samples: list[TestSample],
+    maps: np.ndarray,
+    scores: np.ndarray,
+    per_type: int | None = 3,
+    columns: int = 3,
 ) -> None:
-    """A PNG of tiles (input | ground truth | heatmap with its score), ``per_type`` per defect type, in rows."""
+    """A PNG of tiles (input | ground truth | anomaly map over the input, each headed), ``per_type`` images per
+    defect type (None: every image), in rows under a header that explains the colour scale (:mod:`edge.heatmap`:
+    red is over the middle level, see :func:`display_level`)."""
+    level, meaning = display_level(samples, maps)
     tiles, seen = [], {}
     for sample, amap, score in zip(samples, maps, scores, strict=True):
-        if seen.get(sample.defect, 0) >= per_type:
+        if per_type is not None and seen.get(sample.defect, 0) >= per_type:
             continue
         seen[sample.defect] = seen.get(sample.defect, 0) + 1
-        truth = np.repeat(sample.mask[..., None].astype(np.uint8) * 255, 3, axis=2)
-        tile = np.concatenate([sample.image, truth, heatmap_overlay(sample.image, amap)], axis=1)
-        label = f"{sample.defect} {sample.path.name} score {score:.3f}"
-        cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
-        tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
+        k = -(-MIN_PANEL // sample.image.shape[1])  # small images enlarged (pixels repeated), so labels fit
+        image = np.repeat(np.repeat(sample.image, k, axis=0), k, axis=1)
+        truth = np.repeat(np.repeat(sample.mask, k, axis=0), k, axis=1)
+        panels = [
+            _label(image, "input"),
+            _label(np.repeat(truth[..., None].astype(np.uint8) * 255, 3, axis=2), "ground truth"),
+            _label(blend(image, amap, level), "anomaly map"),
+        ]
+        tile = _label(np.concatenate(panels, axis=1), f"{sample.defect}/{sample.path.name}  score {score:.4f}")
+        tiles.append(np.pad(tile, ((2, 6), (2, 6), (0, 0)), constant_values=255))
     tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
     rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    body = np.concatenate(rows, axis=0)
+    shown = (
+        f"all {len(samples)} test images"
+        if per_type is None
+        else f"{sum(seen.values())} of {len(samples)} test images ({per_type} per type; --all shows every one)"
+    )
+    header = np.full((60, body.shape[1], 3), 255, np.uint8)
+    lines = [
+        f"{shown}: input | ground truth (white = defect) | anomaly map over the input",
+        f"colour: red = at or above {level:.4g}, {meaning}",
+    ]
+    for i, line in enumerate(lines):
+        cv2.putText(header, line, (4, 16 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    bar_width = min(body.shape[1] - 8, 300)
+    header[44:56, 4 : 4 + bar_width] = colour_bar(bar_width, 12)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([header, body], axis=0), cv2.COLOR_RGB2BGR))
 
 
-def evaluate(checkpoint: Path, data: Path, device: str = "auto", grid: Path | None = None) -> dict:
-    """Load a checkpoint, evaluate it on ``data/test`` and optionally write the picture grid."""
+def evaluate(
+    checkpoint: Path, data: Path, device: str = "auto", grid: Path | None = None, grid_all: bool = False
+) -> dict:
+    """Load a checkpoint, evaluate it on ``data/test`` and optionally write the picture grid (three images per
+    defect type, or with ``grid_all`` every image)."""
     model, payload = load_model(checkpoint, resolve_device(device))
     samples = load_test_set(data, model.config.image_size)
     result, maps, scores = evaluate_samples(model, samples)
     if grid is not None:
-        write_grid(grid, samples, maps, scores)
+        write_grid(grid, samples, maps, scores, per_type=None if grid_all else 3)
         result["grid"] = str(grid)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
