@@ -133,7 +133,7 @@ class Sidecar:
 
     model: str
     artefact_format: str  # onnx, plan, pt2
-    precision: str  # fp32, fp16
+    precision: str  # fp32, fp16, int8 (a QDQ graph: export/quantize.py)
     frame: FrameSpec
     outputs: dict[str, dict]  # name → {"shape": [...], "dtype": "..."}
     model_size: int

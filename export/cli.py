@@ -186,13 +186,29 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pixel-format", default="rgb8", choices=["mono8", "rgb8", "bgr8"])
     parser.add_argument("--roi", type=_roi, help="x,y,w,h of the inspected region inside the frame")
     parser.add_argument("--max-batch", type=int, default=1)
-    parser.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
+    parser.add_argument(
+        "--target",
+        default="cpu",
+        choices=["cpu", "gpu"],
+        help="what runs the artefact; it sets the default precision: cpu (default) fp32, gpu (TensorRT) fp16",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        help="fp32, fp16, or int8 (a QDQ ONNX for ONNX Runtime and OpenVINO, needs --calibration-images)",
+    )
     parser.add_argument("--format", default="onnx", choices=["onnx", "pt2"], help="pt2: for GPUs without TensorRT")
+    gate = parser.add_argument_group("reduced precision (fp16, int8): checked against FP32 before it is written")
+    gate.add_argument("--calibration-images", type=Path, help="folder of good parts: INT8 ranges, gate threshold")
+    gate.add_argument("--verify-data", type=Path, help="test set (DIR/test/good, DIR/test/<defect>, ground_truth)")
+    gate.add_argument("--threshold", type=float, help="score threshold for comparing verdicts (default: calibrated)")
+    gate.add_argument("--target-false-reject", type=float, default=0.01, help="for the calibrated threshold")
+    gate.add_argument("--force", action="store_true", help="write it even if verdicts or AUROC move")
 
     def body(args: argparse.Namespace) -> int:
         from edge.sidecar import FrameSpec
         from export.checkpoint import read_checkpoint
-        from export.exporter import export_artefact
+        from export.gate import export_checked
 
         if args.frame_size is None:
             size = read_checkpoint(args.checkpoint)["config"]["image_size"]
@@ -201,7 +217,23 @@ def export_main(argv: Sequence[str] | None = None) -> int:
             frame = FrameSpec(*args.frame_size, args.pixel_format, args.roi, args.max_batch)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-        sidecar = export_artefact(args.checkpoint, args.out, frame, args.precision, args.format)
+        precision = args.precision or ("fp16" if args.target == "gpu" else "fp32")
+        if args.target == "cpu" and precision == "fp16":
+            logging.getLogger("edge-export").warning(
+                "ONNX Runtime runs an FP16 graph slower on a CPU than FP32: for CPUs export fp32 or int8"
+            )
+        sidecar = export_checked(
+            args.checkpoint,
+            args.out,
+            frame,
+            precision,
+            args.format,
+            args.calibration_images,
+            args.verify_data,
+            args.threshold,
+            args.target_false_reject,
+            args.force,
+        )
         print(json.dumps({"artefact": str(args.out), "sha256": sidecar.sha256, "frame": sidecar.frame.__dict__}))
         return 0
 
@@ -222,6 +254,8 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--map-tolerance", type=float)
     parser.add_argument("--score-tolerance", type=float)
     parser.add_argument("--limit", type=int, help="use at most this many images")
+    parser.add_argument("--backend", default="auto", help="run the artefact under test on: auto, onnxruntime, openvino")
+    parser.add_argument("--inference-precision", choices=["fp32", "bf16"], help="OpenVINO's arithmetic (default fp32)")
 
     def body(args: argparse.Namespace) -> int:
         from export.verify import verify
@@ -234,6 +268,8 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
             args.map_tolerance,
             args.score_tolerance,
             args.limit,
+            args.backend,
+            args.inference_precision,
         )
         print(json.dumps(result.to_dict(), indent=2))
         return 0 if result.passed else 1
