@@ -241,7 +241,7 @@ def test_pt2_program_runs_in_the_torch_engine_and_agrees_with_onnx(
     assert read_sidecar(pt2).artefact_format == "pt2"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device tool lends one)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-4), ("fp16", 1e-2)])
 def test_pt2_on_a_gpu_through_cuda_graphs_agrees_with_onnx_runtime(
     precision: str, tolerance: float, tiny_checkpoint: tuple[Path, dict], onnx_engine: Path, tmp_path: Path
