@@ -2,8 +2,12 @@
 
 Engine only: random uint8 frames (never zeros), warm-up, then latency per batch (p50/p90/p99/max, jitter) and
 throughput for each batch size. Pipeline: a looping folder of frames through the real pipeline at full rate,
-verdicts received by a subscriber in another process; per stage (queue, infer, score) and frame captured →
-verdict received. Results as JSON, a Markdown table, and PNG plots.
+verdicts received by a subscriber in another process; per stage (queue, infer, score), frame received → verdict
+sent, and frame captured → verdict received. Results as JSON, a Markdown table, and PNG plots.
+
+Side by side (several artefacts, backends or OpenVINO precisions in one run): every way is activated at once and
+timed in rounds that take turns on the same frames, so that a change in the machine's load hits every way alike;
+the spread of the per-round medians is reported with the numbers, and ratios are taken within one run.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edge.engines import Engine, open_engine
+from edge.engines import Engine, EngineError, open_engine
+from edge.sidecar import FrameSpec
 
 
 def percentiles(values_ms: list[float]) -> dict:
@@ -35,10 +42,15 @@ def percentiles(values_ms: list[float]) -> dict:
     }
 
 
+def random_frames(frame: FrameSpec, batch: int, count: int = 4, seed: int = 0) -> list[np.ndarray]:
+    """``count`` batches of random uint8 frames of ``frame``'s shape (never zeros: some graphs shortcut them)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (batch, *frame.frame_shape()), dtype=np.uint8) for _ in range(count)]
+
+
 def bench_engine(engine: Engine, batch: int, frames: int, warmup: int = 5, seed: int = 0) -> dict:
     """Latency of ``engine.infer`` at one batch size over about ``frames`` frames."""
-    rng = np.random.default_rng(seed)
-    inputs = [rng.integers(0, 256, (batch, *engine.frame.frame_shape()), dtype=np.uint8) for _ in range(4)]
+    inputs = random_frames(engine.frame, batch, seed=seed)
     for i in range(warmup):
         engine.infer(inputs[i % 4])
     times = []
@@ -48,6 +60,28 @@ def bench_engine(engine: Engine, batch: int, frames: int, warmup: int = 5, seed:
         times.append((time.perf_counter() - started) * 1e3)
     stats = percentiles(times)
     return {"batch": batch, "latency_ms": stats, "frames_per_s": batch * 1e3 / float(np.mean(times))}
+
+
+def interleaved(runs: dict[str, tuple[Callable, list]], calls: int, rounds: int = 5, warmup: int = 3) -> dict:
+    """Latency in ms of each ``name → (run, inputs)``, ``calls`` calls each, in ``rounds`` rounds that take turns, so
+    that a change in the machine's load hits every run alike. Per name: percentiles over all calls, and the
+    median of each round (their spread is the run-to-run noise)."""
+    for run, inputs in runs.values():
+        for i in range(warmup):
+            run(inputs[i % len(inputs)])
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    medians: dict[str, list[float]] = {name: [] for name in runs}
+    per_round = max(1, calls // rounds)
+    for _ in range(rounds):
+        for name, (run, inputs) in runs.items():
+            chunk = []
+            for i in range(per_round):
+                started = time.perf_counter()
+                run(inputs[i % len(inputs)])
+                chunk.append((time.perf_counter() - started) * 1e3)
+            times[name] += chunk
+            medians[name].append(float(np.median(chunk)))
+    return {name: {**percentiles(times[name]), "round_p50": medians[name]} for name in runs}
 
 
 SUBSCRIBER = r"""
@@ -65,6 +99,7 @@ while sock.poll(60000):
         break
     if message["kind"] == "verdict":
         out.write(json.dumps({"seq": message["seq"], "t_capture_ns": message["t_capture_ns"],
+                              "t_receive_ns": message["t_receive_ns"],
                               "t_publish_ns": message["t_publish_ns"], "t_received_ns": received,
                               "latency_ms": message["latency_ms"], "verdict": message["verdict"]}) + "\n")
 out.close()
@@ -80,16 +115,24 @@ def _free_endpoint() -> str:
 
 
 def bench_pipeline(
-    engine_path: Path, frames: int, batch: int, fps: float = 0.0, endpoint: str | None = None, camera: str | None = None
+    engine_path: Path,
+    frames: int,
+    batch: int,
+    fps: float = 0.0,
+    endpoint: str | None = None,
+    camera: str | None = None,
+    settings: dict | None = None,
 ) -> dict:
     """The real pipeline with a subscriber process: at full rate (``fps`` 0: files as fast as the line takes
     them, for throughput) or paced like a camera at ``fps`` (for latency); per stage and end to end. With
-    ``camera`` (a source URI such as ``basler0``) the frames come from that source at its own pace instead."""
+    ``camera`` (a source URI such as ``basler0``) the frames come from that source at its own pace instead.
+    ``settings`` are the engine's (``backend``, ``inference_precision``, ``threads``, ``openvino_cache``)."""
     from edge.config import StationConfig
     from edge.run import run_station
 
     endpoint = endpoint or _free_endpoint()
-    with open_engine(engine_path) as engine:
+    settings = settings or {}
+    with open_engine(engine_path, **_engine_arguments(settings)) as engine:
         shape = engine.frame.frame_shape()
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as folder:
@@ -109,6 +152,7 @@ def bench_pipeline(
             queue_size=max(8, 4 * batch),
             wait_subscribers=1,
             wait_timeout=30,
+            **settings,
         )
         started = time.perf_counter()
         run_station(config)
@@ -119,6 +163,7 @@ def bench_pipeline(
         k: percentiles([r["latency_ms"][k] for r in rows if r["latency_ms"][k] is not None])
         for k in ("queue", "infer", "score", "total")
     }
+    stages["receive_to_publish"] = percentiles([(r["t_publish_ns"] - r["t_receive_ns"]) / 1e6 for r in rows])
     stages["publish_to_subscriber"] = percentiles([(r["t_received_ns"] - r["t_publish_ns"]) / 1e6 for r in rows])
     stages["capture_to_subscriber"] = percentiles([(r["t_received_ns"] - r["t_capture_ns"]) / 1e6 for r in rows])
     return {
@@ -131,10 +176,32 @@ def bench_pipeline(
     }
 
 
+# The CPU flags that decide which arithmetic is fast: AVX-512 and AVX2 for FP32, VNNI for INT8, BF16 and AMX.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_description() -> tuple[str, list[str]]:
+    """The CPU's model name and its speed-relevant flags, from ``/proc/cpuinfo`` where there is one."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return name, []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return name, [f for f in SPEED_FLAGS if f in flags]
+
+
 def machine() -> dict:
+    name, flags = cpu_description()
     return {
         "host": platform.node(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": name,
+        "cpu_flags": flags,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -216,10 +283,25 @@ def plots(result: dict, folder: Path) -> None:
         plt.close(fig)
 
 
+def _engine_arguments(settings: dict) -> dict:
+    """:func:`open_engine`'s keyword arguments from station settings (``backend``, ``openvino_cache``, …)."""
+    from edge.config import StationConfig
+
+    return StationConfig(engine="-", camera="-", **settings).engine_settings()
+
+
 def run_bench(
-    engine_path: Path, batches: list[int], frames: int, pipeline: bool, out: Path | None, camera: str | None = None
+    engine_path: Path,
+    batches: list[int],
+    frames: int,
+    pipeline: bool,
+    out: Path | None,
+    camera: str | None = None,
+    settings: dict | None = None,
 ) -> dict:
-    engine = open_engine(engine_path)
+    """One artefact on one backend: the engine alone per batch size, and the pipeline at full rate and paced."""
+    settings = settings or {}
+    engine = open_engine(engine_path, **_engine_arguments(settings))
     with engine:
         usable = [b for b in batches if b <= engine.frame.max_batch]
         result = {
@@ -231,14 +313,114 @@ def run_bench(
             "engine_only": [bench_engine(engine, b, frames) for b in usable],
         }
     if pipeline and camera:
-        result["pipeline_paced"] = bench_pipeline(engine_path, frames, max(usable), camera=camera)
+        result["pipeline_paced"] = bench_pipeline(engine_path, frames, max(usable), camera=camera, settings=settings)
     elif pipeline:
-        result["pipeline"] = bench_pipeline(engine_path, frames, max(usable))
+        result["pipeline"] = bench_pipeline(engine_path, frames, max(usable), settings=settings)
         paced = round(0.7 * result["engine_only"][0]["frames_per_s"], 2)  # a camera at 70 % of batch-1 capacity
-        result["pipeline_paced"] = bench_pipeline(engine_path, frames, 1, fps=paced)
+        result["pipeline_paced"] = bench_pipeline(engine_path, frames, 1, fps=paced, settings=settings)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=2))
         (out / "bench.md").write_text(markdown(result))
         plots(result, out)
     return result
+
+
+@dataclass(frozen=True)
+class Way:
+    """One artefact on one backend, with its engine settings (``backend``, ``inference_precision``, …)."""
+
+    engine: Path
+    settings: dict = field(default_factory=dict)
+
+
+def ways_from(engines: list[Path], backends: list[str], precisions: list[str]) -> list[Way]:
+    """Every artefact on every backend that runs it, and on OpenVINO in every precision of ``precisions``."""
+    from edge.engines import BACKEND_SUFFIXES, BACKENDS
+
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise EngineError(f"backend {', '.join(unknown)}: use {', '.join(BACKENDS)}")
+    ways = []
+    for path in engines:
+        for backend in backends:
+            if backend != "auto" and Path(path).suffix.lower() not in BACKEND_SUFFIXES.get(backend, ()):
+                continue
+            for precision in precisions if backend == "openvino" else [None]:
+                ways.append(Way(Path(path), {"backend": backend, "inference_precision": precision}))
+    if not ways:
+        raise EngineError(f"none of the backends {', '.join(backends)} runs {', '.join(str(e) for e in engines)}")
+    return ways
+
+
+def way_name(engine: Engine) -> str:
+    """``memseg.onnx, openvino bf16``: the artefact, the backend and the arithmetic."""
+    precision = getattr(engine, "inference_precision", None)
+    arithmetic = "bf16" if precision == "bf16" else engine.sidecar.precision
+    return f"{engine.path.name}, {engine.backend} {arithmetic}"
+
+
+def run_ways(
+    ways: list[Way], batches: list[int], frames: int, pipeline: bool, out: Path | None, rounds: int = 5
+) -> dict:
+    """Several ways side by side in one run: engines timed in turns per batch size, then each way's pipeline paced
+    like a camera at 70 % of its own batch-1 rate (frame received → verdict sent)."""
+    engines: dict[str, tuple[Way, Engine]] = {}
+    try:
+        for way in ways:
+            engine = open_engine(way.engine, **_engine_arguments(way.settings))
+            engine.activate()
+            engines[way_name(engine)] = (way, engine)
+        usable = [b for b in batches if all(b <= e.frame.max_batch for _, e in engines.values())]
+        if not usable:
+            raise EngineError(f"batch sizes {batches} exceed the maximum batch of one of the artefacts")
+        timing = {
+            batch: interleaved(
+                {name: (e.infer, random_frames(e.frame, batch)) for name, (_, e) in engines.items()},
+                max(1, frames // batch),
+                rounds,
+            )
+            for batch in usable
+        }
+    finally:
+        for _, engine in engines.values():
+            engine.deactivate()
+    result = {"machine": machine(), "rounds": rounds, "ways": []}
+    for name, (way, engine) in engines.items():
+        rows = [
+            {"batch": b, "latency_ms": timing[b][name], "frames_per_s": b * 1e3 / timing[b][name]["p50"]}
+            for b in usable
+        ]
+        entry = {"name": name, "engine": str(way.engine), "backend": engine.backend, "engine_only": rows}
+        if pipeline:
+            paced = round(0.7 * rows[0]["frames_per_s"], 2)
+            entry["pipeline_paced"] = bench_pipeline(way.engine, frames, 1, fps=paced, settings=way.settings)
+        result["ways"].append(entry)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(result, indent=2))
+        (out / "bench.md").write_text(ways_markdown(result))
+    return result
+
+
+def ways_markdown(result: dict) -> str:
+    """One table, every way and batch size side by side."""
+    m = result["machine"]
+    lines = [
+        f"# edge-bench side by side: {m['date']}, {m['cpu']}, {m['cores']} cores, {result['rounds']} rounds in turns",
+        "",
+        "| way | batch | p50 ms | p99 ms | frames/s | round p50 spread ms | received → sent p50 / p99 ms (paced) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for way in result["ways"]:
+        paced = way.get("pipeline_paced")
+        sent = paced["stages_ms"]["receive_to_publish"] if paced else None
+        for row in way["engine_only"]:
+            s = row["latency_ms"]
+            spread = f"{min(s['round_p50']):.2f}–{max(s['round_p50']):.2f}"
+            latency = f"{sent['p50']:.2f} / {sent['p99']:.2f}" if sent and row["batch"] == 1 else ""
+            lines.append(
+                f"| {way['name']} | {row['batch']} | {s['p50']:.2f} | {s['p99']:.2f} | {row['frames_per_s']:.1f} | "
+                f"{spread} | {latency} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -313,10 +313,16 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--engine",
         required=True,
-        type=Path,
         help="artefact to measure, with its sidecar next to it: .plan/.engine (TensorRT), .onnx (ONNX Runtime), "
-        ".pt2 (torch)",
+        ".pt2 (torch); several, comma-separated, are measured side by side",
     )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="comma-separated: auto (by suffix), onnxruntime, openvino, …: each artefact on each backend that runs it",
+    )
+    parser.add_argument("--inference-precision", default="fp32", help="OpenVINO, comma-separated: fp32, bf16")
+    parser.add_argument("--rounds", type=int, default=5, help="side by side: rounds taken in turns (default 5)")
     parser.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8,32 (default 1)")
     parser.add_argument("--frames", type=int, default=200, help="frames per measurement (default 200)")
     parser.add_argument("--no-pipeline", action="store_true", help="the engine alone (default: engine and pipeline)")
@@ -326,7 +332,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for bench.json, bench.md and plots (default: print only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="edge-bench: %(message)s")
-    from edge.bench import markdown, run_bench
+    from edge.bench import markdown, run_bench, run_ways, ways_from, ways_markdown
 
     try:
         batches = sorted({int(b) for b in args.batch.split(",")})
@@ -334,7 +340,15 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-bench: error: --batch {args.batch!r}: write sizes like 1,8,32", file=sys.stderr)
         return 2
     try:
-        result = run_bench(args.engine, batches, args.frames, not args.no_pipeline, args.out, args.camera)
+        ways = ways_from(
+            [Path(e) for e in args.engine.split(",")], args.backend.split(","), args.inference_precision.split(",")
+        )
+        if len(ways) > 1:
+            result = run_ways(ways, batches, args.frames, not args.no_pipeline, args.out, args.rounds)
+            print(ways_markdown(result))
+            return 0
+        way = ways[0]
+        result = run_bench(way.engine, batches, args.frames, not args.no_pipeline, args.out, args.camera, way.settings)
     except (EngineError, SidecarError) as exc:
         print(f"edge-bench: error: {exc}", file=sys.stderr)
         return 2

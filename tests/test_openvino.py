@@ -117,3 +117,19 @@ def test_edge_run_refuses_a_bad_backend_setting_in_one_line(onnx_engine: Path, t
     )
     assert result.returncode == 2 and "error: backend 'openvina': use one of auto" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_edge_bench_measures_ways_side_by_side(onnx_engine: Path, tmp_path: Path) -> None:
+    from edge.cli import bench_main
+
+    args = ["--engine", str(onnx_engine), "--backend", "onnxruntime,openvino", "--batch", "1,2", "--frames", "8"]
+    assert bench_main([*args, "--rounds", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    names = [way["name"] for way in result["ways"]]
+    assert names == ["memseg.onnx, onnxruntime fp32", "memseg.onnx, openvino fp32"]
+    for way in result["ways"]:
+        assert [row["batch"] for row in way["engine_only"]] == [1, 2]
+        assert all(len(row["latency_ms"]["round_p50"]) == 2 for row in way["engine_only"])
+        received_to_sent = way["pipeline_paced"]["stages_ms"]["receive_to_publish"]
+        assert way["pipeline_paced"]["frames"] == 8 and received_to_sent["p50"] > 0
+    assert "| memseg.onnx, openvino fp32 | 1 |" in (tmp_path / "bench.md").read_text()
