@@ -15,7 +15,9 @@ the brick demo: 16 of 60 defects below 0.5 with good-only ranges, 1 with the sim
 
 **Only the layers that carry the arithmetic are quantised**: convolutions and matrix products with a learned
 (constant) weight, plus the layers that merely pass their INT8 values on (Relu, Add, MaxPool, Concat, Resize)
-when every input comes from a quantised layer. Everything else stays FP32, and why:
+when every input comes from a quantised layer. A memory bank is a constant too: a matrix product whose result
+reaches a choice among memory items (Softmax, ArgMin, ReduceMin, TopK, …) before any other layer, or that reads
+weights made by a Softmax, is a memory lookup and stays FP32. Everything else stays FP32, and why:
 
 - the frame preprocessing (Cast, crop, resize, normalisation): it is cheap and sets every later value;
 - the memory lookup: the distances between features and memory samples (Sub, Abs, ReduceSum, or a MatMul
@@ -51,7 +53,8 @@ from export.exporter import export_artefact
 log = logging.getLogger(__name__)
 
 COMPUTE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-WEIGHTED_OP_TYPES = ("MatMul", "Gemm")  # quantised only with a constant weight; between activations they are distances
+WEIGHTED_OP_TYPES = ("MatMul", "Gemm")  # layers only with a constant weight that is not a memory (below)
+LOOKUP_OP_TYPES = ("Softmax", "ArgMin", "ArgMax", "ReduceMin", "ReduceMax", "TopK")  # choosing among memory items
 PASS_ON_OP_TYPES = ("Relu", "Add", "MaxPool", "Concat", "Resize")  # INT8 in, INT8 out when every input is INT8
 MIN_CALIBRATION_IMAGES = 8
 MAX_CALIBRATION_IMAGES = 200
@@ -74,16 +77,51 @@ def calibration_frames(folder: Path, frame: FrameSpec) -> np.ndarray:
     return frames_from_images(images + defective, frame)
 
 
+def memory_lookups(model: onnx.ModelProto) -> set[str]:
+    """Matrix products that compare with or read from a memory: their output reaches a choice among memory items
+    (Softmax, ArgMin, ReduceMin, TopK, …) before any other layer, or they read weights made by a Softmax. A memory
+    bank is a constant like a weight, so the graph's shape, not the constant, tells them apart."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def reaches_lookup(tensor: str, seen: set[str]) -> bool:
+        for node in consumers.get(tensor, []):
+            if node.name in seen or node.op_type in COMPUTE_OP_TYPES:
+                continue
+            seen.add(node.name)
+            if node.op_type in LOOKUP_OP_TYPES or any(reaches_lookup(o, seen) for o in node.output):
+                return True
+        return False
+
+    def made_by_softmax(tensor: str, seen: set[str]) -> bool:
+        node = producers.get(tensor)
+        if node is None or node.name in seen or node.op_type in COMPUTE_OP_TYPES:
+            return False
+        seen.add(node.name)
+        return node.op_type == "Softmax" or any(made_by_softmax(i, seen) for i in node.input)
+
+    lookups = set()
+    for node in model.graph.node:
+        memory = made_by_softmax(node.input[0], set()) or reaches_lookup(node.output[0], set())
+        if node.op_type in WEIGHTED_OP_TYPES and memory:
+            lookups.add(node.name)
+    return lookups
+
+
 def quantised_nodes(model: onnx.ModelProto) -> list[str]:
     """The nodes to quantise, in graph order: every convolution, matrix products whose second input is a learned
-    weight, and the pass-on layers whose inputs all come from nodes already chosen."""
+    weight (not a memory), and the pass-on layers whose inputs all come from nodes already chosen."""
     constants = {t.name for t in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    lookups = memory_lookups(model)
     chosen: list[str] = []
     int8_tensors: set[str] = set()
     for node in model.graph.node:  # ONNX keeps nodes in topological order
         if node.op_type in COMPUTE_OP_TYPES:
-            weighted = len(node.input) > 1 and node.input[1] in constants
+            weighted = len(node.input) > 1 and node.input[1] in constants and node.name not in lookups
             take = weighted or node.op_type not in WEIGHTED_OP_TYPES
         else:
             data = [name for name in node.input if name and name not in constants]

@@ -137,3 +137,30 @@ def test_edge_verify_runs_the_candidate_on_openvino_in_bf16(
     result = json.loads(capsys.readouterr().out)
     assert (result["precision"], result["backend"], result["images"]) == ("bf16", "openvino", 12)
     assert result["map_tolerance"] is None and result["max_score_difference"] < 1e-2
+
+
+def test_a_memory_bank_is_not_taken_for_a_weight() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.quantize import quantised_nodes
+
+    def constant(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.ones(shape, np.float32), name)
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "weight"], ["features"], name="layer"),
+        helper.make_node("Relu", ["features"], ["relu"], name="relu"),
+        helper.make_node("MatMul", ["relu", "bank"], ["similarity"], name="compare"),  # features against a memory
+        helper.make_node("ArgMax", ["similarity"], ["nearest"], name="nearest", axis=1),
+        helper.make_node("Softmax", ["similarity"], ["address"], name="address"),
+        helper.make_node("MatMul", ["address", "items"], ["read"], name="read"),  # a read weighted by a Softmax
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "memory",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("read",)]
+        + [helper.make_tensor_value_info("nearest", TensorProto.INT64, None)],
+        [constant("weight", (4, 4)), constant("bank", (4, 6)), constant("items", (6, 4))],
+    )
+    assert quantised_nodes(helper.make_model(graph)) == ["layer", "relu"]
