@@ -148,14 +148,21 @@ def until_final(subscriber: VerdictSubscriber) -> list[tuple[str, dict]]:
 
 
 def run_in_process(
-    engine: Engine, source, endpoint: str, sinks: list | None = None, threshold: float = 0.5, **options
+    engine: Engine,
+    source,
+    endpoint: str,
+    sinks: list | None = None,
+    threshold: float = 0.5,
+    subscribers: int = 1,
+    **options,
 ) -> tuple[Pipeline, list[tuple[str, dict]]]:
-    """Run ``source`` (a folder path, or an opened-on-demand Source) through the pipeline with a subscriber."""
+    """Run ``source`` (a folder path, or an opened-on-demand Source) through the pipeline with a subscriber,
+    once ``subscribers`` verdict subscribers (this one and those the caller connected) are in."""
     if isinstance(source, Path):
         source = FolderSource(source, "rgb8", fps=options.pop("fps", 0.0))
     publisher = VerdictPublisher(endpoint, "test")
     subscriber = VerdictSubscriber(endpoint)
-    assert publisher.wait_subscribers(1, 10)
+    assert publisher.wait_subscribers(subscribers, 10)
     source.open()
     try:
         with engine:
@@ -699,16 +706,18 @@ def test_rejected_frames_heatmaps_are_published_as_png(onnx_engine: Path, part_f
     endpoint = free_endpoint()
     heatmaps = zmq.Context.instance().socket(zmq.SUB)
     heatmaps.setsockopt(zmq.SUBSCRIBE, b"heatmap/")
+    heatmaps.setsockopt(zmq.SUBSCRIBE, b"verdict/")  # counted by the publisher, so the run waits for this socket
     heatmaps.connect(endpoint)
     try:
         pipeline, messages = run_in_process(
-            open_engine(onnx_engine), part_folder, endpoint, threshold=0.0, heatmaps=True
+            open_engine(onnx_engine), part_folder, endpoint, threshold=0.0, subscribers=2, heatmaps=True
         )
         failed = {p["seq"] for k, p in messages if k == "verdict" and p["verdict"] == "fail"}
         received = {}
         while heatmaps.poll(500):
-            topic, seq, png = heatmaps.recv_multipart()
-            received[int(seq)] = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+            parts = heatmaps.recv_multipart()
+            if parts[0].startswith(b"heatmap/"):
+                received[int(parts[1])] = cv2.imdecode(np.frombuffer(parts[2], np.uint8), cv2.IMREAD_GRAYSCALE)
     finally:
         heatmaps.close(0)
     assert failed and set(received) == failed
