@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The newcomer's first command. With no GPU and no camera it does the whole job:
-#   install → texture demo set → train MemSeg on the CPU → evaluate → export ONNX → calibrate →
-#   measure the engine's rate → stream the test images through an emulated Basler camera into edge-run
-#   (ONNX Runtime) at 70 % of that rate → watch the verdicts arrive in edge-listen → verdict table.
-# Exits non-zero when a defective part passed or errors exceed 1 % of the parts (scripts/demo_summary.py says why).
+#   install → texture demo set → train MemSeg on the CPU → evaluate → export ONNX (FP32 and INT8) → calibrate →
+#   choose the fastest CPU path whose verdicts do not move (scripts/demo_path.py) → stream the test images
+#   through an emulated Basler camera into edge-run at 70 % of that path's rate → watch the verdicts arrive in
+#   edge-listen, and in a stand-in PLC through edge-bridge (OPC UA and Modbus TCP) → verdict table.
+# Exits non-zero when a defective part passed, errors exceed 1 % of the parts, or a verdict is missing on the
+# line or on a PLC protocol (scripts/demo_summary.py says why).
 # It installs into whichever python3 comes first on PATH: activate a virtual environment first.
 # Everything lands in runs/demo/. Each step is one block below, headed by `step`.
 set -euo pipefail
@@ -14,8 +16,8 @@ mkdir -p "$out"
 started=$(date +%s)
 step() { echo; echo "== [$(($(date +%s) - started)) s] $*"; }
 
-step "installing (with the training extras)"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[train]"
+step "installing (with the training, bridge and OpenVINO extras)"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[train,bridge,openvino]"
 
 step "demo data from scikit-image's brick photo: $out/data (train/test) and $out/calibration (held-out good parts)"
 edge-dataset --texture brick --out "$out/data" --image-size 128 > /dev/null
@@ -37,14 +39,29 @@ step "calibrating on 100 held-out good images (target: 1 % false rejects) → $o
 edge-calibrate --engine "$out/memseg.onnx" --good "$out/calibration/test/good" --target-false-reject 0.01 \
   > "$out/calibration.json"
 
-step "measuring the engine on this machine (edge-bench, 40 frames), to trigger the camera at 70 % of its rate"
-edge-bench --engine "$out/memseg.onnx" --batch 1 --frames 40 --no-pipeline --out "$out/bench" > /dev/null
-rate=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["engine_only"][0]["frames_per_s"])' \
-  "$out/bench/bench.json")
-fps=$(python3 -c 'import sys; print(round(0.7 * float(sys.argv[1]), 1))' "$rate")
-echo "   the engine alone: $(printf %.1f "$rate") frames/s; the camera will be triggered at $fps parts/s"
+step "INT8 export calibrated on the good parts, refused by its fidelity gate if a verdict would move"
+if ! edge-export --checkpoint "$out/memseg.pt" --out "$out/memseg-int8.onnx" --pixel-format mono8 --precision int8 \
+  --max-batch 4 --calibration-images "$out/calibration/test/good" --verify-data "$out/data" > "$out/int8.log" 2>&1; then
+  tail -n 1 "$out/int8.log"
+  rm -f "$out/memseg-int8.onnx"
+fi
+int8=()
+if [ -f "$out/memseg-int8.onnx" ]; then
+  edge-calibrate --engine "$out/memseg-int8.onnx" --good "$out/calibration/test/good" --target-false-reject 0.01 \
+    > /dev/null
+  int8=(--int8 "$out/memseg-int8.onnx")
+fi
 
-step "the line: the test images through an emulated Basler camera (software trigger, $fps/s) into edge-run"
+step "choosing the line's path: every CPU way timed side by side (edge-bench), reduced precision checked on the test set"
+read -r backend precision engine rate < <(python3 scripts/demo_path.py --out "$out" --engine "$out/memseg.onnx" \
+  "${int8[@]}" --reference "$out/memseg.pt" --data "$out/data")
+fps=$(python3 -c 'import sys; print(round(0.7 * float(sys.argv[1]), 1))' "$rate")
+run_flags=(--backend "$backend")
+if [ "$backend" = openvino ]; then run_flags+=(--inference-precision "$precision"); fi
+echo "   the camera will be triggered at $fps parts/s (70 % of $(printf %.1f "$rate") frames/s)"
+
+step "the line: the test images through an emulated Basler camera (software trigger, $fps/s) into edge-run
+   ($engine on $backend $precision); edge-bridge serves the verdicts on OPC UA and Modbus TCP to a stand-in PLC"
 mkdir -p "$out/camera"
 i=0
 for image in $(cd "$out/data/test" && ls */*.png | sort); do
@@ -52,12 +69,22 @@ for image in $(cd "$out/data/test" && ls */*.png | sort); do
   i=$((i + 1))
 done
 export PYLON_CAMEMU=1
+edge-bridge --station demo=tcp://127.0.0.1:5556 --opcua opc.tcp://127.0.0.1:4840/edge/ --modbus 127.0.0.1:5020 \
+  --metrics 127.0.0.1:9102 > "$out/bridge.log" 2>&1 &
+bridge=$!
+trap 'kill "$bridge" 2> /dev/null || true' EXIT
+python3 -m edge.bridge.probe --station demo --opcua opc.tcp://127.0.0.1:4840/edge/ --modbus 127.0.0.1:5020 \
+  --expect "$i" --timeout 600 --ready "$out/probe.ready" > "$out/probe.json" 2> "$out/probe.log" &
+probe=$!
+for _ in $(seq 120); do [ -f "$out/probe.ready" ] || ! kill -0 "$probe" 2> /dev/null && break; sleep 0.5; done
 edge-listen tcp://127.0.0.1:5556 --station demo --jsonl "$out/verdicts.jsonl" > "$out/listen.log" &
 listener=$!
-edge-run --engine "$out/memseg.onnx" --camera basler0 --trigger software --fps "$fps" \
-  --emulator-images "$PWD/$out/camera" --max-frames "$i" --station demo --publish tcp://127.0.0.1:5556 \
-  --rejects "$out/rejects" --wait-subscribers 1
+edge-run --engine "$engine" "${run_flags[@]}" --camera basler0 \
+  --trigger software --fps "$fps" --emulator-images "$PWD/$out/camera" --max-frames "$i" --station demo \
+  --publish tcp://127.0.0.1:5556 --rejects "$out/rejects" --wait-subscribers 2
 wait "$listener" || true
+wait "$probe" || true
+kill "$bridge" 2> /dev/null || true
 head -n 5 "$out/listen.log"
 echo "   ... ($(wc -l < "$out/verdicts.jsonl") verdicts in $out/verdicts.jsonl)"
 

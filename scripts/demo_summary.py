@@ -1,6 +1,8 @@
 """The demo's summary and its judgement: what the model, the export and the calibration measured, and a verdict
 table a plant manager reads. Exit status 1 when a defective part passed (an escape), when errors exceed 1 % of the
-parts, or when parts got no verdict, each with why and what to change.
+parts, when parts got no verdict, or when a PLC protocol of edge-bridge (OPC UA, Modbus TCP: ``probe.json`` from
+``python -m edge.bridge.probe``) did not deliver every verdict once and in order, each with why and what to change.
+The line's path (``path.json`` from ``scripts/demo_path.py``) is named with the latency.
 
 Each emulated part is one image of ``OUT/camera`` (``NNN_<defect>.png``, ``good`` for good parts), streamed in
 name order; a verdict's ``frame_id`` (the camera's frame counter) says which image it judged.
@@ -110,7 +112,26 @@ def table(t: Tally) -> list[str]:
     return lines
 
 
-def problems(t: Tally, fps: float, engine_rate: float) -> list[str]:
+PROTOCOLS = {"opcua": "OPC UA client", "modbus": "Modbus PLC"}
+
+
+def plc_table(probe: dict, t: Tally) -> list[str]:
+    """What the stand-in PLC's clients received through edge-bridge, against the verdicts on the line."""
+    lines = []
+    for key, name in PROTOCOLS.items():
+        seen = probe.get(key)
+        if seen is None:
+            lines.append(f"  {name:<26}  not run")
+            continue
+        order = "in order, no gaps, no repeats" if seen["ok"] else f"gaps {seen['gaps']}, repeats {seen['repeated']}"
+        lines.append(
+            f"  {name:<26}{seen['verdicts']:>5} of {t.verdicts:<5}  {seen['pass']} pass, {seen['fail']} fail, "
+            f"{seen['error']} error; {order}"
+        )
+    return lines
+
+
+def problems(t: Tally, fps: float, engine_rate: float, probe: dict | None = None) -> list[str]:
     """Why the demo failed and what to change; empty when it passed."""
     found = []
     if t.escapes:
@@ -132,6 +153,18 @@ def problems(t: Tally, fps: float, engine_rate: float) -> list[str]:
             f"{t.parts} parts were streamed but {t.verdicts} verdicts arrived: for the PLC a part without a verdict "
             "is a reject; see listen.log for gaps in seq"
         )
+    for key, name in PROTOCOLS.items():
+        seen = (probe or {}).get(key)
+        if probe is not None and (seen is None or not seen["ok"]):
+            got = (
+                "nothing"
+                if seen is None
+                else f"{seen['verdicts']} verdicts (gaps {seen['gaps']}, repeats {seen['repeated']})"
+            )
+            found.append(
+                f"the {name} behind edge-bridge received {got} of {t.parts}: see bridge.log and probe.log (a port in "
+                "use? another edge-bridge running?)"
+            )
     return found
 
 
@@ -154,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = sorted(p.name for p in (out / "camera").glob("*.png"))
     verdicts = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
     latency = [v["latency_ms"]["total"] for v in verdicts if v["latency_ms"]["total"] is not None]
+    path = json.loads((out / "path.json").read_text()) if (out / "path.json").exists() else None
+    probe_file = out / "probe.json"
+    probe = json.loads(probe_file.read_text() or "{}") if probe_file.exists() else None
     low, high = calibration["false_reject_interval"]
     print("\n== summary")
     print(
@@ -171,18 +207,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if latency:
         print(
             f"line:        receive→verdict p50 {_percentile(latency, 0.5):.1f} ms, "
-            f"p99 {_percentile(latency, 0.99):.1f} ms (ONNX Runtime, CPU)"
+            f"p99 {_percentile(latency, 0.99):.1f} ms ({path['chosen'] if path else 'CPU'})"
         )
+    if path:
+        print(f"path:        {path['why']}")
     result = tally(verdicts, names)
     print(
         f"\n== verdict table: {result.parts} parts through the emulated camera, triggered at {args.fps:.1f} parts/s "
         f"(the engine alone: {args.engine_rate:.1f} frames/s)"
     )
     print("\n".join(table(result)))
+    if probe is not None:
+        print("\n== through edge-bridge to a stand-in PLC (python -m edge.bridge.probe)")
+        print("\n".join(plc_table(probe, result)))
     print(f"\nlook at:     {out}/eval.png, {out}/memseg.onnx.calibration/report.md, {out}/rejects/ (one PNG and JSON")
     print("             per rejected part: the frame, its anomaly map, the regions, the verdict)")
     print(f"took {time.time() - args.started:.0f} s")
-    found = problems(result, args.fps, args.engine_rate)
+    found = problems(result, args.fps, args.engine_rate, probe)
     if found:
         print("\nDEMO FAILED:\n" + "\n".join(f"- {problem}" for problem in found), file=sys.stderr)
         return 1

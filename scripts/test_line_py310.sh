@@ -14,6 +14,10 @@ LINE_TESTS=(
     tests/test_calibration.py
     tests/test_basler.py
     tests/test_tensorrt.py
+    tests/test_line_errors.py
+    tests/test_rejects.py
+    tests/test_bridge.py
+    tests/test_metrics_endpoint.py
 )
 
 if ! PYENV_VERSION=3.10.13 python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then

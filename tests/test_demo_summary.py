@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -93,3 +94,49 @@ def test_missing_verdicts_fail_the_demo(tmp_path: Path, capsys: pytest.CaptureFi
 def test_a_part_without_a_frame_counts_as_an_error_not_as_a_part() -> None:
     result = tally([*perfect()[:89], verdict(-1, "error", "trigger_overrun")], NAMES)
     assert result.unattributed == 1 and result.errors["trigger_overrun"] == 1 and result.defective + result.good == 89
+
+
+def probe_report(opcua: int = 90, modbus: int = 90, gaps: int = 0) -> dict:
+    def side(n: int) -> dict:
+        ok = n == 90 and gaps == 0
+        return {"verdicts": n, "pass": 30, "fail": n - 30, "error": 0, "gaps": gaps, "repeated": 0, "ok": ok}
+
+    return {"opcua": side(opcua), "modbus": side(modbus)}
+
+
+def test_the_plc_clients_counts_are_shown_and_a_short_count_fails_the_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "probe.json").write_text(json.dumps(probe_report()))
+    status, out, err = run(tmp_path, perfect(), capsys)
+    assert status == 0 and not err
+    assert "OPC UA client                90 of 90     30 pass, 60 fail, 0 error; in order, no gaps" in out
+    assert "Modbus PLC                   90 of 90" in out
+    (tmp_path / "probe.json").write_text(json.dumps(probe_report(modbus=88, gaps=2)))
+    for name in ("camera", "eval.json"):  # run() makes the folder again
+        path = tmp_path / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    status, out, err = run(tmp_path, perfect(), capsys)
+    assert status == 1 and "the Modbus PLC behind edge-bridge received 88 verdicts (gaps 2, repeats 0) of 90" in err
+
+
+def test_a_probe_that_could_not_connect_fails_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "probe.json").write_text("")  # the probe exited 2 before printing
+    status, _, err = run(tmp_path, perfect(), capsys)
+    assert status == 1 and "the OPC UA client behind edge-bridge received nothing of 90" in err
+
+
+def test_the_line_path_is_the_fastest_way_the_gate_let_through() -> None:
+    from scripts.demo_path import Candidate, choose
+
+    fp32 = Candidate("m.onnx, onnxruntime fp32", Path("m.onnx"), "onnxruntime", "fp32", 30.0)
+    ov = Candidate("m.onnx, openvino fp32", Path("m.onnx"), "openvino", "fp32", 32.0)
+    bf16 = Candidate("m.onnx, openvino bf16", Path("m.onnx"), "openvino", "bf16", 90.0, passed=True)
+    int8 = Candidate("m-int8.onnx, openvino int8", Path("m-int8.onnx"), "openvino", "int8", 120.0, passed=False)
+    best, why = choose([fp32, ov, bf16, int8])
+    assert best is bf16 and "3.0× m.onnx, onnxruntime fp32" in why and "refused by the fidelity gate: m-int8" in why
+    slow_bf16 = Candidate(bf16.name, bf16.artefact, "openvino", "bf16", 20.0, passed=True)
+    best, _ = choose([fp32, slow_bf16])
+    assert best is fp32
+    best, why = choose([fp32, Candidate(bf16.name, bf16.artefact, "openvino", "bf16", 90.0, passed=False)])
+    assert best is fp32 and "the fallback" in why
