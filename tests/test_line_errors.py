@@ -105,3 +105,20 @@ def test_edge_bench_help_says_what_each_option_is_and_its_default(capsys: pytest
     assert "--engine ENGINE artefact to measure" in text
     for default in ("(default 1)", "(default 200)", "(default: engine and pipeline)", "(default: print only)"):
         assert default in text
+
+
+def test_an_artefact_without_its_sidecar_is_refused_saying_the_sidecar_travels_with_it(
+    onnx_engine: Path, part_folder: Path, tmp_path: Path
+) -> None:
+    alone = tmp_path / onnx_engine.name
+    alone.write_bytes(onnx_engine.read_bytes())
+    result = subprocess.run(
+        station(alone, f"folder://{part_folder}", free_endpoint(), "--threshold", "0.5"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"has no sidecar {alone.name}.json beside it: the sidecar travels with its artefact" in lines[0]
