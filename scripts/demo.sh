@@ -53,7 +53,7 @@ if [ -f "$out/memseg-int8.onnx" ]; then
 fi
 
 step "choosing the line's path: every CPU way timed side by side (edge-bench), reduced precision checked on the test set"
-read -r backend precision engine rate < <(python3 scripts/demo_path.py --out "$out" --engine "$out/memseg.onnx" \
+read -r backend precision engine rate name < <(python3 scripts/demo_path.py --out "$out" --engine "$out/memseg.onnx" \
   "${int8[@]}" --reference "$out/memseg.pt" --data "$out/data")
 fps=$(python3 -c 'import sys; print(round(0.7 * float(sys.argv[1]), 1))' "$rate")
 run_flags=(--backend "$backend")
@@ -61,7 +61,7 @@ if [ "$backend" = openvino ]; then run_flags+=(--inference-precision "$precision
 echo "   the camera will be triggered at $fps parts/s (70 % of $(printf %.1f "$rate") frames/s)"
 
 step "the line: the test images through an emulated Basler camera (software trigger, $fps/s) into edge-run
-   ($engine on $backend $precision); edge-bridge serves the verdicts on OPC UA and Modbus TCP to a stand-in PLC"
+   ($name); edge-bridge serves the verdicts on OPC UA and Modbus TCP to a stand-in PLC"
 mkdir -p "$out/camera"
 i=0
 for image in $(cd "$out/data/test" && ls */*.png | sort); do

@@ -3,9 +3,10 @@
 It times, side by side in one run (``edge.bench.run_ways``), ONNX Runtime FP32 (the fallback), OpenVINO FP32 and,
 where the CPU has BF16 instructions, OpenVINO BF16, plus the INT8 artefact on both runtimes when one is given.
 Every reduced-precision way is checked against the FP32 checkpoint on the test set (``export.verify``: verdicts
-at the calibrated threshold, image and pixel AUROC); a way the gate refuses is not used. Prints one line for the
-shell (``BACKEND PRECISION ARTEFACT FRAMES_PER_S``) and writes ``path.json`` with every way's numbers and why the
-chosen one won.
+at the calibrated threshold, image and pixel AUROC), or, for the INT8 artefact, by the check its export recorded
+(``build.fidelity`` in its sidecar, made on the same test set); a way the gate refuses is not used. Prints one
+line for the shell (``BACKEND OPENVINO_PRECISION ARTEFACT FRAMES_PER_S NAME``) and writes ``path.json`` with every
+way's numbers and why the chosen one won.
 
     python3 scripts/demo_path.py --out runs/demo --engine runs/demo/memseg.onnx --int8 runs/demo/memseg-int8.onnx
 """
@@ -48,6 +49,17 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
     if refused:
         why += f"; refused by the fidelity gate: {', '.join(refused)}"
     return best, why
+
+
+def recorded_check(artefact: Path, backend: str):
+    """The fidelity check ``edge-export`` recorded for ``artefact`` on ``backend``, if it made one."""
+    from export.verify import Comparison
+
+    sidecar = json.loads(Path(f"{artefact}.json").read_text())
+    for entry in sidecar.get("build", {}).get("fidelity", []):
+        if entry["backend"] == backend:
+            return Comparison(**{key: value for key, value in entry.items() if key != "passed"})
+    return None
 
 
 def ways(engine: Path, int8: Path | None) -> list:
@@ -93,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision = "int8" if way.engine == args.int8 else way.settings.get("inference_precision") or "fp32"
         passed, gate = None, ""
         if precision != "fp32":
-            comparison = verify(
+            comparison = recorded_check(way.engine, way.settings["backend"]) or verify(
                 way.engine,
                 args.reference,
                 args.data,
@@ -118,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if c.gate:
             print(f"       {c.gate}", file=sys.stderr)
     print(f"   the line runs {why}", file=sys.stderr)
-    print(best.backend, "bf16" if best.precision == "bf16" else "fp32", best.artefact, f"{best.frames_per_s:.2f}")
+    hint = "bf16" if best.precision == "bf16" else "fp32"
+    print(best.backend, hint, best.artefact, f"{best.frames_per_s:.2f}", best.name)
     return 0
 
 
