@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.data.batches import IMAGENET, Normalisation
+from export.nn.renormalise import Renormalise
 
 EPS = 1e-10
 
@@ -38,16 +39,12 @@ class LpipsDistance(nn.Module):
     ) -> None:
         super().__init__()
         self.extractor = extractor
-        (mean, std), (trunk_mean, trunk_std) = (
-            (torch.tensor(v).view(1, 3, 1, 1) for v in n) for n in (normalisation, trunk_normalisation)
-        )
-        self.register_buffer("scale", std / trunk_std, persistent=False)
-        self.register_buffer("shift", (mean - trunk_mean) / trunk_std, persistent=False)
+        self.renormalise = Renormalise(normalisation, trunk_normalisation)
         self.dtype = torch.float32
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        features = self.extractor((torch.cat([x.float(), y.float()]) * self.scale + self.shift).to(self.dtype))
+        features = self.extractor(self.renormalise(torch.cat([x, y])).to(self.dtype))
         total = torch.zeros_like(x[:, :1], dtype=torch.float32)
         for f in features:
             f = unit_normalise(f)

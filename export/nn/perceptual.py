@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.data.batches import IMAGENET, Normalisation
+from export.data.batches import Normalisation
+from export.nn.renormalise import Renormalise
 
 
 class PerceptualDistance(nn.Module):
@@ -21,15 +22,11 @@ class PerceptualDistance(nn.Module):
     def __init__(self, extractor: nn.Module, normalisation: Normalisation) -> None:
         super().__init__()
         self.extractor = extractor
-        (mean, std), (imagenet_mean, imagenet_std) = normalisation, IMAGENET
-        scale = torch.tensor(std) / torch.tensor(imagenet_std)
-        shift = (torch.tensor(mean) - torch.tensor(imagenet_mean)) / torch.tensor(imagenet_std)
-        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.renormalise = Renormalise(normalisation)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        a, b = (self.extractor(t * self.scale + self.shift) for t in (x, y))
+        a, b = (self.extractor(self.renormalise(t)) for t in (x, y))
         maps = [
             F.interpolate((f.float() - g.float()).pow(2).mean(dim=1, keepdim=True), size=size, mode="bilinear")
             for f, g in zip(a, b, strict=True)
