@@ -1,17 +1,17 @@
 """Command-line tools of the line side. Each prints one clear ``error:`` line (status 2) for problems a user
-can fix, never a traceback."""
+can fix, never a traceback (:mod:`edge.tool`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from edge.engines import EngineError
 from edge.sidecar import SidecarError
+from edge.tool import ToolError, run_tool
 
 
 def build_main(argv: Sequence[str] | None = None) -> int:
@@ -38,15 +38,15 @@ def build_main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="edge-build: %(message)s")
-    try:
+
+    def body() -> int:
         log_path = build_plan(
             args.onnx, args.out, args.target_sm, args.workspace_mb, args.timing_cache, opt_batch=args.opt_batch
         )
-    except (BuildError, EngineError, SidecarError) as exc:
-        print(f"edge-build: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}, its sidecar and {log_path}")
-    return 0
+        print(f"wrote {args.out}, its sidecar and {log_path}")
+        return 0
+
+    return run_tool("edge-build", body, (BuildError, EngineError, SidecarError))
 
 
 RUN_EPILOG = """
@@ -146,16 +146,14 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     camera.add_argument("--emulator-images", help="pylon camera emulator only: folder of images to stream")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="edge-run: %(message)s")
+    from edge.config import ConfigError, StationConfig
     from edge.run import RunError, run_station
 
-    try:
-        from edge.config import ConfigError, StationConfig
-
-        config = StationConfig.load(args.config, _flag_overrides(args))
-        return run_station(config)
-    except (ConfigError, RunError) as exc:
-        print(f"edge-run: error: {exc}", file=sys.stderr)
-        return 2
+    return run_tool(
+        "edge-run",
+        lambda: run_station(StationConfig.load(args.config, _flag_overrides(args))),
+        (ConfigError, RunError),
+    )
 
 
 def _client_curve_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
@@ -189,13 +187,14 @@ def listen_main(argv: Sequence[str] | None = None) -> int:
     from edge.security import SecurityError
 
     curve = _client_curve(parser, args)
-    try:
-        return listen(args.endpoint, args.station, args.count, args.idle_timeout, args.jsonl, args.quiet, curve)
-    except SecurityError as exc:
-        print(f"edge-listen: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
+
+    def body() -> int:
+        try:
+            return listen(args.endpoint, args.station, args.count, args.idle_timeout, args.jsonl, args.quiet, curve)
+        except KeyboardInterrupt:
+            return 0
+
+    return run_tool("edge-listen", body, (SecurityError,))
 
 
 def keys_main(argv: Sequence[str] | None = None) -> int:
@@ -251,24 +250,18 @@ def control_main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "pause" and args.reason:
         payload["reason"] = args.reason
     curve = _client_curve(parser, args)
-    try:
-        answer = request(args.endpoint, payload, args.timeout, curve)
-    except (NoAnswer, SecurityError) as exc:
-        print(f"edge-control: error: {exc}", file=sys.stderr)
-        return 2
-    except zmq.ZMQError as exc:
-        print(
-            f"edge-control: error: {args.endpoint}: {exc} (write it as tcp://HOST:PORT or ipc://PATH)", file=sys.stderr
-        )
-        return 2
-    except ValueError as exc:
-        print(
-            f"edge-control: error: {args.endpoint} did not answer in JSON ({exc}): is it a control socket?",
-            file=sys.stderr,
-        )
-        return 2
-    print(json.dumps(answer, indent=2))
-    return 0 if answer.get("ok") else 1
+
+    def body() -> int:
+        try:
+            answer = request(args.endpoint, payload, args.timeout, curve)
+        except zmq.ZMQError as exc:
+            raise ToolError(f"{args.endpoint}: {exc} (write it as tcp://HOST:PORT or ipc://PATH)") from exc
+        except ValueError as exc:
+            raise ToolError(f"{args.endpoint} did not answer in JSON ({exc}): is it a control socket?") from exc
+        print(json.dumps(answer, indent=2))
+        return 0 if answer.get("ok") else 1
+
+    return run_tool("edge-control", body, (NoAnswer, SecurityError))
 
 
 def calibrate_main(argv: Sequence[str] | None = None) -> int:
@@ -290,16 +283,16 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
     from calibration.run import CalibrationError, calibrate
 
     report = args.report or args.engine.with_name(args.engine.name + ".calibration")
-    try:
+
+    def body() -> int:
         result = calibrate(args.engine, args.good, args.bad, args.target_false_reject, report, args.seed)
-    except (CalibrationError, EngineError, SidecarError) as exc:
-        print(f"edge-calibrate: error: {exc}", file=sys.stderr)
-        return 2
-    shown = {k: result[k] for k in ("threshold", "pixel_threshold", "false_reject_interval", "report")}
-    if "bad" in result:
-        shown["escape_at_threshold"] = result["bad"]["escape_at_threshold"]
-    print(json.dumps(shown))
-    return 0
+        shown = {k: result[k] for k in ("threshold", "pixel_threshold", "false_reject_interval", "report")}
+        if "bad" in result:
+            shown["escape_at_threshold"] = result["bad"]["escape_at_threshold"]
+        print(json.dumps(shown))
+        return 0
+
+    return run_tool("edge-calibrate", body, (CalibrationError, EngineError, SidecarError))
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
@@ -334,12 +327,11 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="edge-bench: %(message)s")
     from edge.bench import markdown, run_bench, run_ways, ways_from, ways_markdown
 
-    try:
-        batches = sorted({int(b) for b in args.batch.split(",")})
-    except ValueError:
-        print(f"edge-bench: error: --batch {args.batch!r}: write sizes like 1,8,32", file=sys.stderr)
-        return 2
-    try:
+    def body() -> int:
+        try:
+            batches = sorted({int(b) for b in args.batch.split(",")})
+        except ValueError as exc:
+            raise ToolError(f"--batch {args.batch!r}: write sizes like 1,8,32") from exc
         ways = ways_from(
             [Path(e) for e in args.engine.split(",")], args.backend.split(","), args.inference_precision.split(",")
         )
@@ -349,8 +341,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
             return 0
         way = ways[0]
         result = run_bench(way.engine, batches, args.frames, not args.no_pipeline, args.out, args.camera, way.settings)
-    except (EngineError, SidecarError) as exc:
-        print(f"edge-bench: error: {exc}", file=sys.stderr)
-        return 2
-    print(markdown(result))
-    return 0
+        print(markdown(result))
+        return 0
+
+    return run_tool("edge-bench", body, (EngineError, SidecarError))

@@ -1,6 +1,8 @@
-"""Command-line tools of the offline side: ``edge-dataset``, ``edge-train``, ``edge-eval``.
+"""Command-line tools of the offline side: ``edge-dataset``, ``edge-train``, ``edge-eval``, ``edge-export``,
+``edge-verify``.
 
-Each prints a clear ``error:`` line and exits with status 2 for problems the user can fix; never a traceback.
+Each prints a clear ``error:`` line and exits with status 2 for problems the user can fix (:mod:`edge.tool`);
+never a traceback.
 """
 
 from __future__ import annotations
@@ -15,20 +17,20 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from edge.tool import run_tool
 from export.errors import UserError
 
 
 def _run(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv) -> int:
+    """Parse ``argv``, quieten the libraries' logs and run ``body`` as a tool whose user errors are
+    :class:`UserError`; Ctrl-C ends it with status 130."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"{prog}: %(message)s")
     for noisy in ("onnxscript", "torch", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="no --backbone-weights")  # the logger says it once
     try:
-        return body(args)
-    except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return run_tool(prog, lambda: body(args), (UserError,))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

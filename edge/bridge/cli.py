@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge.bridge import missing_libraries
+from edge.tool import ToolError, fail, run_tool
 
 EPILOG = """
 Each station is an OPC UA object (ns=2;s=<station>, variables ns=2;s=<station>.Seq, .Verdict, .Score, ...;
@@ -30,11 +31,6 @@ examples:
   edge-bridge certs --out keys --name scada --client               (a client's: its key stays with the client,
   cp keys/scada.der /etc/edge/opcua/trusted/                        its certificate goes to the trusted folder)
 """
-
-
-def _fail(message: str) -> int:
-    print(f"edge-bridge: error: {message}", file=sys.stderr)
-    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,14 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="log every connection and snapshot")
     args = parser.parse_args(argv)
     if missing := missing_libraries():
-        return _fail(f"{', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'")
+        return fail("edge-bridge", f"{', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'")
     logging.basicConfig(level=logging.INFO, format="edge-bridge: %(message)s")
     for noisy in ("asyncua", "pymodbus"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
     from edge.bridge.config import BridgeConfig, ConfigError, check_station, parse_station_flag
     from edge.bridge.service import Bridge, BridgeError
 
-    try:
+    def body() -> int:
         stations = [parse_station_flag(text) for text in args.station]
         for text in args.snapshot:
             name, _, endpoint = text.partition("=")
@@ -97,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys += ("opcua_certificate", "opcua_private_key", "opcua_trusted")
         config = BridgeConfig.load(args.config, {key: getattr(args, key) for key in keys}, stations)
         return asyncio.run(_serve(Bridge(config)))
-    except (ConfigError, BridgeError) as exc:
-        return _fail(str(exc))
+
+    return run_tool("edge-bridge", body, (ConfigError, BridgeError))
 
 
 async def _serve(bridge) -> int:
@@ -127,13 +123,17 @@ def certs_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=730)
     args = parser.parse_args(argv)
     if missing := missing_libraries(("asyncua",)):
-        return _fail(f"{', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'")
+        return fail("edge-bridge", f"{', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'")
     from edge.bridge.certs import make_certificate
 
     uri = args.uri or ("urn:edge-inspect:bridge" if not args.client else f"urn:edge-inspect:{args.name}")
-    try:
-        certificate, key = make_certificate(args.out, args.name, uri, args.host, args.client, args.days)
-    except OSError as exc:
-        return _fail(f"cannot write to {args.out}: {exc.strerror}")
-    print(f"wrote {certificate} (certificate, application URI {uri}) and {key} (private key)")
-    return 0
+
+    def body() -> int:
+        try:
+            certificate, key = make_certificate(args.out, args.name, uri, args.host, args.client, args.days)
+        except OSError as exc:
+            raise ToolError(f"cannot write to {args.out}: {exc.strerror}") from exc
+        print(f"wrote {certificate} (certificate, application URI {uri}) and {key} (private key)")
+        return 0
+
+    return run_tool("edge-bridge", body)

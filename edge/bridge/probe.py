@@ -40,6 +40,7 @@ from edge.bridge.modbus import (
     VERDICT_CODES,
 )
 from edge.bridge.opcua import NAMESPACE, certificate_uri
+from edge.tool import ToolError, fail, run_tool
 
 try:
     from asyncua import Client, ua
@@ -307,17 +308,19 @@ def main(argv=None) -> int:
     if not (args.opcua or args.modbus):
         parser.error("give --opcua and/or --modbus")
     if missing := missing_libraries():
-        print(f"probe: error: {', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'", file=sys.stderr)
-        return 2
+        return fail("probe", f"{', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'")
     args.keys = (args.certificate, args.private_key, args.server_certificate)
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # its notes on revised session values are not news here
-    try:
-        report = asyncio.run(probe(args))
-    except (OSError, asyncio.TimeoutError) as exc:
-        print(f"probe: error: {exc or type(exc).__name__}", file=sys.stderr)
-        return 2
-    print(json.dumps(report))
-    return 0 if all(side["ok"] for side in report.values()) else 1
+
+    def body() -> int:
+        try:
+            report = asyncio.run(probe(args))
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ToolError(str(exc)) from exc
+        print(json.dumps(report))
+        return 0 if all(side["ok"] for side in report.values()) else 1
+
+    return run_tool("probe", body)
 
 
 if __name__ == "__main__":
