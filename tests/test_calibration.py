@@ -143,7 +143,7 @@ def test_calibrate_cli_says_what_is_missing(engine_copy: Path, tmp_path: Path) -
     (tmp_path / "few").mkdir()
     for i in range(5):
         cv2.imwrite(str(tmp_path / "few" / f"{i}.png"), np.zeros((64, 64, 3), np.uint8))
-    code = "import sys; from edge.cli import calibrate_main as m; sys.exit(m(sys.argv[1:]))"
+    code = "import sys; from calibration.cli import calibrate_main as m; sys.exit(m(sys.argv[1:]))"
     result = subprocess.run(
         [sys.executable, "-c", code, "--engine", str(engine_copy), "--good", str(tmp_path / "few")],
         capture_output=True,
