@@ -9,7 +9,8 @@
   nothing), writes JSON lines and rejected images, and sends heartbeats.
 
 Every captured frame gets exactly one verdict: the capture index counts frames, the publisher counts verdicts,
-and the run ends only when both agree.
+and the run ends only when both agree. The verdict message and the counters are :mod:`edge.verdict`'s, the
+stall watchdog :mod:`edge.watchdog`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -27,28 +28,14 @@ import numpy as np
 from edge.drift import DriftMonitor
 from edge.engines import Engine
 from edge.heatmap import display_values
-from edge.publish import VerdictPublisher, iso_time
-from edge.scoring import Thresholds, judge
+from edge.publish import VerdictPublisher
+from edge.scoring import Thresholds
 from edge.sidecar import FrameSpec
-from edge.sources import CameraLost, Frame, Source, SourceError
+from edge.sources import CameraLost, Source, SourceError
+from edge.verdict import Counters, Job, verdict_message
+from edge.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Job:
-    """One frame on its way to a verdict, with its per-stage times (``perf_counter`` seconds)."""
-
-    index: int
-    frame: Frame
-    t_queued: float = 0.0
-    t_infer_start: float = 0.0
-    t_infer_end: float = 0.0
-    batch: int = 0
-    score: float = float("nan")
-    anomaly_map: np.ndarray | None = None
-    error: str | None = None
-    detail: str = ""
 
 
 def wrong_frame_message(pixels: np.ndarray, frame: FrameSpec) -> str:
@@ -101,32 +88,6 @@ class PipelineOptions:
     stall_s: float = 5.0  # watchdog: a live source silent, or one inference running, this long → degraded
 
 
-@dataclass
-class Counters:
-    """What a heartbeat reports: frames in, verdicts out, by kind and reason."""
-
-    frames: int = 0
-    verdicts: int = 0
-    passed: int = 0
-    failed: int = 0
-    errors: Counter = field(default_factory=Counter)
-    last_frame_ns: int = 0
-    last_verdict_ns: int = 0
-
-    def to_dict(self) -> dict:
-        now = time.time_ns()
-        return {
-            "frames": self.frames,
-            "verdicts": self.verdicts,
-            "pass": self.passed,
-            "fail": self.failed,
-            "error": sum(self.errors.values()),
-            "errors": dict(self.errors),
-            "last_frame_age_s": round((now - self.last_frame_ns) / 1e9, 3) if self.last_frame_ns else None,
-            "last_verdict_age_s": round((now - self.last_verdict_ns) / 1e9, 3) if self.last_verdict_ns else None,
-        }
-
-
 class Pipeline:
     """Runs a source through an engine to a publisher until the source ends or ``stop`` is set."""
 
@@ -150,8 +111,7 @@ class Pipeline:
         self.late_results = 0
         self._camera_lost = False
         self._engine_error_at = -1e9
-        self._busy_since: float | None = None  # perf_counter when the running inference started
-        self._last_frame = time.perf_counter()
+        self.watchdog = Watchdog(options.stall_s, source.live)
         self._in_flight: dict[int, Job] = {}  # captured, not yet published
         self._expired: set[int] = set()  # published as error(deadline); their results come late
         self._published_health = "ok"
@@ -180,10 +140,9 @@ class Pipeline:
                     break
                 job = Job(index, frame, t_queued=time.perf_counter())
                 self._in_flight[index] = job
-                self._last_frame = job.t_queued
+                self.watchdog.frame_arrived(job.t_queued)
                 index += 1
-                self.counters.frames += 1
-                self.counters.last_frame_ns = frame.t_receive_ns
+                self.counters.count_frame(frame)
                 if frame.pixels is None:
                     job.error, job.detail = frame.error or "capture_failed", frame.detail
                 elif (paused := self.paused) is not None:
@@ -263,7 +222,8 @@ class Pipeline:
         self._done_queue.put(end)
 
     def _run_batch(self, batch: list[Job]) -> None:
-        started = self._busy_since = time.perf_counter()
+        started = time.perf_counter()
+        self.watchdog.inference_started(started)
         try:
             result = self.engine.infer(np.stack([job.frame.pixels for job in batch]))
             scores, maps, error, detail = result.score, result.anomaly_map, None, ""
@@ -271,7 +231,7 @@ class Pipeline:
             scores, maps, error, detail = None, None, "engine_error", f"{type(exc).__name__}: {str(exc)[:200]}"
             self._engine_error_at = time.perf_counter()
         ended = time.perf_counter()
-        self._busy_since = None
+        self.watchdog.inference_ended()
         for i, job in enumerate(batch):
             job.t_infer_start, job.t_infer_end, job.batch = started, ended, len(batch)
             if error is None:
@@ -281,56 +241,17 @@ class Pipeline:
             self._done_queue.put(job)
 
     # -- judge and publish -----------------------------------------------------------------------------------
-    def _verdict(self, job: Job) -> dict:
-        frame, now = job.frame, time.perf_counter()
-        if job.error is None:
-            verdict, reason, found = judge(job.score, job.anomaly_map, self.thresholds, self.engine.frame)
-        else:
-            verdict, reason, found = "error", job.error, []
-        score = job.score if np.isfinite(job.score) else None
-        if reason == "invalid_output":
-            job.detail = "engine output is NaN or infinite"
-        latency = {
-            "queue": (job.t_infer_start - job.t_queued) * 1e3 if job.t_infer_start else None,
-            "infer": (job.t_infer_end - job.t_infer_start) * 1e3 if job.t_infer_start else None,
-            "score": (time.perf_counter() - now) * 1e3,
-            "total": (time.perf_counter() - frame.t_received) * 1e3 if frame.t_received else None,
-        }
-        return {
-            "camera": self.options.camera,
-            "frame_id": frame.frame_id,
-            "camera_timestamp": frame.camera_timestamp or None,
-            "t_capture_ns": frame.t_capture_ns,
-            "t_receive_ns": frame.t_receive_ns,
-            "time": iso_time(frame.t_capture_ns),
-            "verdict": verdict,
-            "reason": reason,
-            "detail": job.detail or None,
-            "score": round(score, 6) if score is not None else None,
-            "threshold": self.thresholds.score,
-            "pixel_threshold": self.thresholds.pixel,
-            "regions": found,
-            "batch": job.batch,
-            "latency_ms": {k: round(v, 3) if v is not None else None for k, v in latency.items()},
-            "model": self._model,
-        }
-
     def _emit(self, job: Job) -> None:
         self._in_flight.pop(job.index, None)
-        message = self.publisher.verdict(self._verdict(job))
-        counters = self.counters
-        counters.verdicts += 1
-        counters.last_verdict_ns = message["t_publish_ns"]
-        if message["verdict"] == "pass":
-            counters.passed += 1
-            change = self.drift.add(message["score"]) if self.drift else None
+        message = self.publisher.verdict(
+            verdict_message(job, self.thresholds, self.engine.frame, self.options.camera, self._model)
+        )
+        self.counters.count_verdict(message)
+        if message["verdict"] == "pass" and self.drift is not None:
+            change = self.drift.add(message["score"])
             if change:
                 log.warning("good-score drift %s: %s", "detected" if change["drift"] else "gone", change)
                 self.publisher.status({"state": "running", "health": self.health, **change})
-        elif message["verdict"] == "fail":
-            counters.failed += 1
-        else:
-            counters.errors[message["reason"]] += 1
         if message["latency_ms"]["total"] is not None:
             self.latencies.append(message["latency_ms"]["total"])
         if self.options.heatmaps and message["verdict"] == "fail":
@@ -406,28 +327,14 @@ class Pipeline:
             return "paused"
         if time.perf_counter() - self._engine_error_at < 10.0:
             return "engine_error"
-        return "degraded" if self.stalled() else "ok"
-
-    def stalled(self) -> str | None:
-        """The watchdog: why the station is not making progress, or None."""
-        now, limit = time.perf_counter(), self.options.stall_s
-        if self.source.live and now - self._last_frame > limit:
-            return f"no frames for {now - self._last_frame:.0f} s"
-        if self.inference_hung():
-            return f"inference running for {now - self._busy_since:.0f} s"
-        return None
-
-    def inference_hung(self) -> bool:
-        """One inference has run longer than the stall limit."""
-        busy = self._busy_since
-        return busy is not None and time.perf_counter() - busy > self.options.stall_s
+        return "degraded" if self.watchdog.stalled() else "ok"
 
     def heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
         health = self.health
         if health != self._published_health:
             self._published_health = health
-            reason = self.stalled() if health == "degraded" else None
+            reason = self.watchdog.stalled() if health == "degraded" else None
             log.warning("health %s%s", health, f": {reason}" if reason else "")
             self.publisher.status({"state": "running", "health": health, **({"reason": reason} if reason else {})})
         self.publisher.heartbeat(

@@ -113,7 +113,7 @@ def run_station(config: StationConfig) -> int:
         if waiting:
             publisher.wait_subscribers(waiting, config.wait_timeout)
         # The service watchdog is fed while the station makes progress; a hung inference stops feeding it.
-        pipeline.on_heartbeat = lambda health: None if pipeline.inference_hung() else notify("WATCHDOG=1")
+        pipeline.on_heartbeat = lambda health: None if pipeline.watchdog.inference_hung() else notify("WATCHDOG=1")
         notify(f"READY=1\nSTATUS={config.station}: {engine.path.name} on {config.camera}")
         previous = {s: signal.signal(s, lambda *_: pipeline.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
         started = time.perf_counter()

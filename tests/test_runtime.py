@@ -221,8 +221,8 @@ def test_regions_are_boxes_in_frame_pixels() -> None:
 
 
 def test_reject_store_keeps_within_its_limits(tmp_path: Path) -> None:
-    from edge.pipeline import Job
     from edge.sources import Frame
+    from edge.verdict import Job
 
     store = RejectStore(tmp_path / "rejects", FrameSpec(32, 32, "mono8"), max_files=3)
     for i in range(8):
