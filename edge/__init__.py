@@ -1,3 +1,3 @@
-"""Line side: capture, inference, scoring and publishing of verdicts. Imports without torch."""
+"""Line side: capture, inference, judging and publishing of verdicts. Imports without torch."""
 
 __version__ = "0.1.0"

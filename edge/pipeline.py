@@ -28,8 +28,8 @@ import numpy as np
 from edge.drift import DriftMonitor
 from edge.engines import Engine
 from edge.heatmap import display_values
+from edge.judge import Thresholds
 from edge.publish import VerdictPublisher
-from edge.scoring import Thresholds
 from edge.sidecar import FrameSpec
 from edge.sources import CameraLost, Source, SourceError
 from edge.verdict import Counters, Job, verdict_message

@@ -17,10 +17,10 @@ from edge.config import StationConfig
 from edge.control import ControlError, ControlServer
 from edge.drift import DriftMonitor
 from edge.engines import EngineError, open_engine
+from edge.judge import ThresholdError, Thresholds
 from edge.metrics import MetricsError, StationMetrics
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher
-from edge.scoring import ThresholdError, Thresholds
 from edge.security import CurveServer
 from edge.sinks import JsonlSink, RejectStore
 from edge.snapshot import SnapshotError, SnapshotServer

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.judge import Thresholds, judge
 from edge.publish import iso_time
-from edge.scoring import Thresholds, judge
 from edge.sidecar import FrameSpec
 from edge.sources import Frame
 

@@ -15,7 +15,7 @@ import pytest
 pylon = pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (pip install pypylon)")
 
 from edge.engines import open_engine  # noqa: E402
-from edge.scoring import Thresholds, judge  # noqa: E402
+from edge.judge import Thresholds, judge  # noqa: E402
 from edge.sources.basler import BaslerSource, CameraSettings  # noqa: E402
 from tests.test_runtime import free_endpoint, run_in_process, station  # noqa: E402
 

@@ -17,7 +17,7 @@ from calibration.run import CalibrationError, calibrate
 from calibration.thresholds import clopper_pearson_upper, false_reject_threshold, minimum_good
 from edge.drift import DriftMonitor
 from edge.engines import open_engine
-from edge.scoring import ThresholdError, Thresholds
+from edge.judge import ThresholdError, Thresholds
 from edge.sidecar import read_sidecar, sidecar_path
 
 

@@ -16,9 +16,9 @@ from edge.client import NoAnswer, VerdictSubscriber, request
 from edge.config import ConfigError, StationConfig
 from edge.control import MAX_REQUEST_BYTES, ControlError, ControlServer, is_local, parse_request
 from edge.engines import open_engine
+from edge.judge import Thresholds
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import VerdictPublisher
-from edge.scoring import Thresholds
 from edge.security import make_keys
 from edge.sources import FolderSource
 from tests.test_runtime import cli as command

@@ -17,7 +17,7 @@ import tests.distance_model  # noqa: F401  (registers test-squared-error)
 from calibration.run import calibrate
 from edge.drift import DriftMonitor
 from edge.engines import open_engine
-from edge.scoring import ThresholdError, Thresholds, judge
+from edge.judge import ThresholdError, Thresholds, judge
 from edge.sidecar import FrameSpec, read_sidecar
 from export.exporter import export_artefact
 from export.models import get_spec, model_names

@@ -21,9 +21,9 @@ import pytest
 from edge.client import VerdictSubscriber
 from edge.config import ConfigError, StationConfig
 from edge.engines import Engine, open_engine
+from edge.judge import Thresholds, judge, regions
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher
-from edge.scoring import Thresholds, judge, regions
 from edge.sidecar import FrameSpec
 from edge.sinks import RejectStore
 from edge.sources import FolderSource, VideoSource
