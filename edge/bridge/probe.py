@@ -316,7 +316,7 @@ def main(argv=None) -> int:
         try:
             report = asyncio.run(probe(args))
         except (OSError, asyncio.TimeoutError) as exc:
-            raise ToolError(str(exc)) from exc
+            raise ToolError(str(exc) or f"{type(exc).__name__}: the bridge did not answer in time") from exc
         print(json.dumps(report))
         return 0 if all(side["ok"] for side in report.values()) else 1
 
