@@ -197,7 +197,8 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--precision",
         choices=["fp32", "fp16", "int8"],
-        help="fp32, fp16, or int8 (a QDQ ONNX for ONNX Runtime and OpenVINO, needs --calibration-images)",
+        help="fp32, fp16, or int8 (a QDQ ONNX, needs --calibration-images; with --target cpu for ONNX Runtime and "
+        "OpenVINO, with --target gpu symmetric activations for TensorRT and ONNX Runtime)",
     )
     parser.add_argument("--format", default="onnx", choices=["onnx", "pt2"], help="pt2: for GPUs without TensorRT")
     gate = parser.add_argument_group("reduced precision (fp16, int8): checked against FP32 before it is written")
@@ -235,6 +236,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
             args.threshold,
             args.target_false_reject,
             args.force,
+            args.target,
         )
         print(json.dumps({"artefact": str(args.out), "sha256": sidecar.sha256, "frame": sidecar.frame.__dict__}))
         return 0

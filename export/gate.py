@@ -60,9 +60,12 @@ def reference_threshold(
 
 
 def runtimes(artefact: Path) -> list[str]:
-    """The CPU runtimes the gate runs ``artefact`` on: an ``.onnx`` on ONNX Runtime and, if installed, OpenVINO."""
+    """The CPU runtimes the gate runs ``artefact`` on: an ``.onnx`` on ONNX Runtime and, if installed, OpenVINO,
+    except an INT8 graph with symmetric activations (made for TensorRT), which OpenVINO 2026.4 computes wrongly."""
     if artefact.suffix != ".onnx":
         return ["auto"]
+    if read_sidecar(artefact, verify=False).build.get("symmetric_activations"):
+        return ["onnxruntime"]
     return ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
 
 
@@ -95,8 +98,10 @@ def export_checked(
     threshold: float | None = None,
     target_false_reject: float = 0.01,
     force: bool = False,
+    target: str = "cpu",
 ) -> Sidecar:
-    """Export ``checkpoint`` to ``out`` at ``precision``; a reduced precision passes the fidelity gate first."""
+    """Export ``checkpoint`` to ``out`` at ``precision`` for ``target`` (cpu, gpu); a reduced precision passes the
+    fidelity gate first. INT8 for a GPU has symmetric activations, the form TensorRT reads."""
     out = Path(out)
     if precision == "int8" and calibration_images is None:
         raise UserError("--precision int8 needs --calibration-images DIR: pictures of good parts (100 or more)")
@@ -111,7 +116,7 @@ def export_checked(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".edge-export-") as staging:
         staged = Path(staging) / out.name
         if precision == "int8":
-            sidecar = export_int8(checkpoint, staged, frame, calibration_images)
+            sidecar = export_int8(checkpoint, staged, frame, calibration_images, symmetric=target == "gpu")
         else:
             sidecar = export_artefact(checkpoint, staged, frame, precision, artefact_format)
         if verify_data is None:

@@ -150,9 +150,10 @@ class _NoPreprocessingAdvice(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_onnx(fp32: Path, out: Path, frames: np.ndarray) -> dict:
+def quantize_onnx(fp32: Path, out: Path, frames: np.ndarray, symmetric: bool = False) -> dict:
     """Write the QDQ INT8 twin of the FP32 ONNX ``fp32`` to ``out``, calibrated on ``frames``; returns what was
-    quantised and what stayed FP32 (for the sidecar)."""
+    quantised and what stayed FP32 (for the sidecar). ``symmetric``: INT8 activations with zero point 0, the only
+    form TensorRT reads (for ONNX Runtime and TensorRT; OpenVINO 2026.4 computes it wrongly at a Concat)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(fp32))
@@ -170,10 +171,11 @@ def quantize_onnx(fp32: Path, out: Path, frames: np.ndarray) -> dict:
             quant_format=QuantFormat.QDQ,
             nodes_to_quantize=nodes,
             per_channel=True,
-            activation_type=QuantType.QUInt8,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            # TensorRT reads INT8 and no INT32: biases stay FP32 in its form
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
         )
     finally:
         logging.getLogger().removeFilter(advice)
@@ -183,8 +185,11 @@ def quantize_onnx(fp32: Path, out: Path, frames: np.ndarray) -> dict:
     def count(keep) -> dict:
         return dict(sorted(collections.Counter(n.op_type for n in model.graph.node if keep(n.name)).items()))
 
+    activations = "INT8 symmetric (TensorRT)" if symmetric else "UINT8"
     return {
-        "quantisation": "QDQ: weights INT8 per channel, activations UINT8 (MinMax on good and simulated-defect frames)",
+        "quantisation": f"QDQ: weights INT8 per channel, activations {activations} (MinMax on good and "
+        "simulated-defect frames)",
+        "symmetric_activations": symmetric,
         "calibration_frames": int(len(frames)),
         "int8_layers": len(compute),
         "int8_ops": count(lambda name: name in chosen),
@@ -192,9 +197,11 @@ def quantize_onnx(fp32: Path, out: Path, frames: np.ndarray) -> dict:
     }
 
 
-def export_int8(checkpoint: Path, out: Path, frame: FrameSpec, calibration_images: Path) -> Sidecar:
+def export_int8(
+    checkpoint: Path, out: Path, frame: FrameSpec, calibration_images: Path, symmetric: bool = False
+) -> Sidecar:
     """Export the FP32 graph to a temporary file, quantise it to ``out`` on the good images of
-    ``calibration_images``, and write the sidecar (precision ``int8``)."""
+    ``calibration_images`` (``symmetric`` activations for TensorRT), and write the sidecar (precision ``int8``)."""
     out = Path(out)
     if out.suffix != ".onnx":
         raise UserError(f"--out {out}: an INT8 artefact is an ONNX file and must end in .onnx")
@@ -204,7 +211,7 @@ def export_int8(checkpoint: Path, out: Path, frame: FrameSpec, calibration_image
         sidecar = export_artefact(checkpoint, fp32, frame, precision="fp32")
         log.info("quantising to INT8, ranges from %d frames (good and simulated defects)", len(frames))
         out.parent.mkdir(parents=True, exist_ok=True)
-        sidecar.build |= quantize_onnx(fp32, out, frames)
+        sidecar.build |= quantize_onnx(fp32, out, frames, symmetric)
     sidecar.precision = "int8"
     write_sidecar(out, sidecar)
     log.info("wrote %s (onnx, int8) and its sidecar", out)

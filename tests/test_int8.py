@@ -3,6 +3,7 @@ and the score in FP32, and the fidelity gate that writes a reduced-precision art
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -164,3 +165,34 @@ def test_a_memory_bank_is_not_taken_for_a_weight() -> None:
         [constant("weight", (4, 4)), constant("bank", (4, 6)), constant("items", (6, 4))],
     )
     assert quantised_nodes(helper.make_model(graph)) == ["layer", "relu"]
+
+
+def test_int8_for_a_gpu_has_symmetric_activations_and_is_checked_on_onnx_runtime(
+    tiny_checkpoint: tuple[Path, dict], brick_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "memseg-int8-gpu.onnx"
+    export_checked(
+        tiny_checkpoint[0],
+        out,
+        FrameSpec(64, 64, "rgb8", max_batch=1),
+        "int8",
+        calibration_images=brick_dataset / "train" / "good",
+        verify_data=brick_dataset,
+        threshold=0.5,
+        force=True,
+        target="gpu",
+    )
+    sidecar = read_sidecar(out)
+    assert sidecar.build["symmetric_activations"] and "INT8 symmetric" in sidecar.build["quantisation"]
+    assert [r["backend"] for r in sidecar.build["fidelity"]] == ["onnxruntime"]
+    model = onnx.load(str(out))
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_points = [constants[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # TensorRT's only form
+    with open_engine(out) as engine:
+        assert np.isfinite(engine.infer(np.zeros((1, 64, 64, 3), np.uint8)).score).all()
+    if importlib.util.find_spec("tensorrt_rtx_bindings") is not None:  # TensorRT's parser and builder take it
+        from edge.tensorrt_build import build_plan
+
+        build_plan(out, tmp_path / "memseg-int8.plan", target_sm="86", workspace_mb=256)
+        assert read_sidecar(tmp_path / "memseg-int8.plan").precision == "int8"
