@@ -53,10 +53,10 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
 
 def recorded_check(artefact: Path, backend: str):
     """The fidelity check ``edge-export`` recorded for ``artefact`` on ``backend``, if it made one."""
+    from edge.sidecar import read_sidecar
     from export.verify import Comparison
 
-    sidecar = json.loads(Path(f"{artefact}.json").read_text())
-    for entry in sidecar.get("build", {}).get("fidelity", []):
+    for entry in read_sidecar(artefact).build.get("fidelity", []):
         if entry["backend"] == backend:
             return Comparison(**{key: value for key, value in entry.items() if key != "passed"})
     return None
@@ -95,11 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edge.bench import run_ways
+    from edge.sidecar import read_sidecar
     from export.verify import verify
 
     candidate_ways = ways(args.engine, args.int8)
     result = run_ways(candidate_ways, [1], args.frames, pipeline=False, out=args.out / "bench", rounds=3)
-    threshold = json.loads(Path(f"{args.engine}.json").read_text())["calibration"]["threshold"]
+    threshold = read_sidecar(args.engine).calibration["threshold"]
     candidates = []
     for way, timed in zip(candidate_ways, result["ways"], strict=True):
         precision = "int8" if way.engine == args.int8 else way.settings.get("inference_precision") or "fp32"

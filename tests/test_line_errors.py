@@ -16,17 +16,17 @@ from edge.cli import bench_main
 from tests.test_runtime import SCHEMA, free_endpoint, station
 
 
+def run_station(engine: Path, camera: str, *flags: str) -> subprocess.CompletedProcess:
+    """``edge-run`` on ``camera`` with ``flags``, publishing on a free endpoint; its exit status and output."""
+    return subprocess.run(station(engine, camera, free_endpoint(), *flags), capture_output=True, text=True, timeout=120)
+
+
 def test_frames_of_the_wrong_size_are_explained_at_the_first_frame_and_fail_the_run(
     onnx_engine: Path, tmp_path: Path
 ) -> None:
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((32, 48, 3), 80 * i, np.uint8))
-    result = subprocess.run(
-        station(onnx_engine, f"folder://{tmp_path}", free_endpoint(), "--threshold", "0.5", "--wait-subscribers", "0"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_station(onnx_engine, f"folder://{tmp_path}", "--threshold", "0.5", "--wait-subscribers", "0")
     assert result.returncode == 1, result.stderr
     said = result.stderr
     assert said.count("frames are 48x32 with 3 channel(s) (uint8), the engine takes 64x64 rgb8") == 1
@@ -37,22 +37,12 @@ def test_frames_of_the_wrong_size_are_explained_at_the_first_frame_and_fail_the_
 
 
 def test_a_run_with_some_good_frames_still_exits_0(onnx_engine: Path, part_folder: Path) -> None:
-    result = subprocess.run(
-        station(onnx_engine, f"folder://{part_folder}", free_endpoint(), "--threshold", "0.5", "--wait-timeout", "0.5"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_station(onnx_engine, f"folder://{part_folder}", "--threshold", "0.5", "--wait-timeout", "0.5")
     assert result.returncode == 0 and "frames are 48x32" in result.stderr and "every one" not in result.stderr
 
 
 def test_without_a_subscriber_the_wait_and_its_end_say_the_same_numbers(onnx_engine: Path, part_folder: Path) -> None:
-    result = subprocess.run(
-        station(onnx_engine, f"folder://{part_folder}", free_endpoint(), "--threshold", "0.5", "--wait-timeout", "1.5"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_station(onnx_engine, f"folder://{part_folder}", "--threshold", "0.5", "--wait-timeout", "1.5")
     assert result.returncode == 0, result.stderr
     assert "waiting up to 1.5 s for 1 subscriber(s)" in result.stderr
     assert "0 of 1 subscriber(s) connected after 1.5 s: starting anyway" in result.stderr
@@ -63,9 +53,7 @@ def test_every_jsonl_line_of_edge_run_validates_against_the_published_schema(
 ) -> None:
     out = tmp_path / "verdicts.jsonl"
     args = ("--threshold", "0.5", "--wait-subscribers", "0", "--jsonl", str(out), "--station", "line7")
-    result = subprocess.run(
-        station(onnx_engine, f"folder://{part_folder}", free_endpoint(), *args), capture_output=True, text=True
-    )
+    result = run_station(onnx_engine, f"folder://{part_folder}", *args)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == len(list(part_folder.glob("*.png")))
@@ -88,7 +76,7 @@ def test_emulated_camera_verdicts_carry_the_trigger_time_and_no_fake_camera_cloc
     out = tmp_path / "verdicts.jsonl"
     args = ["--trigger", "software", "--emulator-images", str(images), "--fps", "20", "--max-frames", "6"]
     args += ["--threshold", "0.5", "--wait-subscribers", "0", "--jsonl", str(out)]
-    result = subprocess.run(station(onnx_engine, "basler1", free_endpoint(), *args), capture_output=True, text=True)
+    result = run_station(onnx_engine, "basler1", *args)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 6
@@ -112,12 +100,7 @@ def test_an_artefact_without_its_sidecar_is_refused_saying_the_sidecar_travels_w
 ) -> None:
     alone = tmp_path / onnx_engine.name
     alone.write_bytes(onnx_engine.read_bytes())
-    result = subprocess.run(
-        station(alone, f"folder://{part_folder}", free_endpoint(), "--threshold", "0.5"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_station(alone, f"folder://{part_folder}", "--threshold", "0.5")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
