@@ -109,13 +109,17 @@ class TorchEngine(Engine):
     def _activate(self) -> None:
         try:
             import torch
+            from torch.export.passes import move_to_device_pass
         except ImportError as exc:
             raise EngineError(".pt2 artefacts need torch: pip install torch, or use the .onnx artefact") from exc
         self._torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         refuse_pickled_payloads(self.path)
         try:
-            module = torch.export.load(str(self.path)).module().to(self.device)
+            # move_to_device_pass also rewrites the device the graph's own checks and factories name (exported
+            # on a CPU, they would refuse a frame on the GPU); Module.to would move the weights alone.
+            program = move_to_device_pass(torch.export.load(str(self.path)), self.device)
+            module = program.module()
         except Exception as exc:  # torch raises many types for a bad archive
             raise EngineError(f"torch cannot load {self.path}: {str(exc)[:300]}") from exc
         self._run = GraphedModule(module, self.device)

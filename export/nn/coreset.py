@@ -13,22 +13,26 @@ import torch
 
 
 @torch.no_grad()
-def greedy_coreset(features: torch.Tensor, count: int, rng: np.random.Generator, projection: int) -> torch.Tensor:
-    """Indices (``count``, in picking order) of a greedy coreset of ``features`` (``N×D``)."""
+def greedy_coreset(
+    features: torch.Tensor, count: int, rng: np.random.Generator, projection: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """Indices (``count``, in picking order) of a greedy coreset of ``features`` (``N×D``), picked on ``device``
+    (default: where ``features`` are). On a GPU the loop runs without a host round trip per pick."""
+    device = features.device if device is None else torch.device(device)
     n, dim = features.shape
     count = max(1, min(count, n))
-    points = features.float()
+    points = features.to(device, torch.float32)
     if projection < dim:
         matrix = torch.from_numpy(rng.standard_normal((dim, projection)).astype(np.float32)) / projection**0.5
-        points = points @ matrix
+        points = points @ matrix.to(device)
     squared = points.square().sum(dim=1)
-    picked = torch.empty(count, dtype=torch.long)
+    picked = torch.empty(count, dtype=torch.long, device=device)
     picked[0] = int(rng.integers(n))
-    nearest = torch.full((n,), float("inf"))
+    nearest = torch.full((n,), float("inf"), device=device)
     for i in range(count):
         if i:
             picked[i] = torch.argmax(nearest)
         centre = points[picked[i]]
         distance = squared - 2.0 * (points @ centre) + squared[picked[i]]
         torch.minimum(nearest, distance, out=nearest)
-    return picked
+    return picked.cpu()

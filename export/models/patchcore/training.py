@@ -1,5 +1,7 @@
 """Building PatchCore: patch features of every good image, a greedy coreset of them as the memory bank. No
-gradient steps; on a 2-core CPU it takes seconds (64 px) to about a minute (200 images at 128 px)."""
+gradient steps; on a 2-core CPU it takes seconds (64 px) to about a minute (200 images at 128 px, 1 % coreset).
+The coreset is picked where the model trains (``--device``), so on a GPU the 10 % coreset of 256 px images is
+quick too."""
 
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def train_patchcore(run: TrainRun) -> tuple[PatchCore, dict]:
     patches = torch.cat(chunks)
     started = time.perf_counter()
     count = max(1, round(options.coreset * len(patches)))
-    picked = greedy_coreset(patches, count, run.rng, options.coreset_projection)
+    picked = greedy_coreset(patches, count, run.rng, options.coreset_projection, run.device)
     coreset_seconds = time.perf_counter() - started
     bank = patches[picked]
     neighbours = nearest_in_bank(bank, config.reweight_neighbours) if config.reweight else None
