@@ -250,6 +250,30 @@ def test_video_source_reads_every_frame(tmp_path: Path) -> None:
     assert [f.frame_id for f in frames] == list(range(5)) and frames[0].pixels.shape == (32, 48)
 
 
+def test_a_preloaded_folder_serves_the_same_frames_from_memory(tmp_path: Path, monkeypatch) -> None:
+    from edge.sources import files, open_source
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((16, 24, 3), 50 * i, np.uint8))
+    (tmp_path / "3.png").write_bytes(b"not a png")
+
+    def frames(uri: str, count: int) -> list:
+        with open_source(uri, "rgb8") as source:
+            return [source.read() for _ in range(count)]
+
+    plain, preloaded = frames(f"folder://{tmp_path}?loop=1", 8), frames(f"folder://{tmp_path}?loop=1&preload=1", 8)
+    for a, b in zip(plain, preloaded, strict=True):
+        assert (a.frame_id, a.name, a.error) == (b.frame_id, b.name, b.error)
+        assert (a.pixels is None and b.pixels is None) or np.array_equal(a.pixels, b.pixels)
+    assert [f.error for f in preloaded].count("unreadable_image") == 2  # the broken file, on each pass
+    with open_source(f"folder://{tmp_path}?loop=1&preload=1", "rgb8") as source:
+        (tmp_path / "1.png").unlink()  # decoded at open: the file is no longer read
+        assert [source.read().pixels[0, 0, 0] for _ in range(2)] == [0, 50]
+    monkeypatch.setattr(files, "PRELOAD_LIMIT", 1000)
+    with pytest.raises(files.SourceError, match="preload=1 would hold over"):
+        frames(f"folder://{tmp_path}?preload=1", 1)
+
+
 def test_config_file_then_flags_and_clear_errors(tmp_path: Path) -> None:
     path = tmp_path / "station.toml"
     path.write_text('[station]\nengine = "a.onnx"\ncamera = "basler0"\nqueue_size = 4\nthreshold = 0.4\n')

@@ -1,7 +1,8 @@
 """Frame sources behind one small interface, named by one URI (in the spirit of jetson-inference's videoSource).
 
 * ``folder://DIR`` (once) or ``folder://DIR?loop=1`` (forever): the images of a folder, sorted by name;
-  ``&fps=N`` makes it a live source at N frames per second, like a free-running camera;
+  ``&fps=N`` makes it a live source at N frames per second, like a free-running camera; ``&preload=1`` decodes
+  the images once and serves them from memory (a simulated camera that costs nothing to read);
 * ``video://FILE``: the frames of a video file;
 * ``basler0`` / ``basler://SERIAL``: a Basler camera through pypylon (:mod:`edge.sources.basler`).
 
@@ -42,7 +43,8 @@ def open_source(uri: str, pixel_format: str, camera: dict | None = None) -> Sour
             fps = float(query.get("fps", ["0"])[0])
         except ValueError as exc:
             raise SourceError(f"{uri}: fps must be a number of frames per second") from exc
-        return FolderSource(Path(folder), pixel_format, loop, uri, fps)
+        preload = query.get("preload", ["0"])[0] in ("1", "true", "yes")
+        return FolderSource(Path(folder), pixel_format, loop, uri, fps, preload)
     if uri.startswith("video://"):
         return VideoSource(Path(uri[len("video://") :]), pixel_format, uri)
     if uri.startswith("basler"):

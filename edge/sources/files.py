@@ -10,20 +10,34 @@ import numpy as np
 
 from edge.sources.base import IMAGE_SUFFIXES, Frame, Source, SourceError, convert_pixels, now
 
+#: The most decoded image data ``preload`` holds in memory.
+PRELOAD_LIMIT = 2 * 2**30
+
 
 class FolderSource(Source):
     """The images of a folder, sorted by name, once or looping; an unreadable file becomes an error frame.
 
-    With ``fps`` it behaves like a camera: frames come on that clock whether or not the line keeps up.
+    With ``fps`` it behaves like a camera: frames come on that clock whether or not the line keeps up. With
+    ``preload`` every image is decoded once, at open, and served from memory, so reading costs what a camera's
+    frame costs (nothing to decode): for benchmarks and simulated cameras, bounded by :data:`PRELOAD_LIMIT`.
     """
 
-    def __init__(self, folder: Path, pixel_format: str, loop: bool = False, uri: str = "", fps: float = 0.0) -> None:
-        self.folder, self.pixel_format, self.loop = Path(folder), pixel_format, loop
+    def __init__(
+        self,
+        folder: Path,
+        pixel_format: str,
+        loop: bool = False,
+        uri: str = "",
+        fps: float = 0.0,
+        preload: bool = False,
+    ) -> None:
+        self.folder, self.pixel_format, self.loop, self.preload = Path(folder), pixel_format, loop, preload
         self.finite = not loop
         self.live, self.fps = fps > 0, fps
         self._due = 0.0
         self.uri = uri or f"folder://{folder}"
         self._paths: list[Path] = []
+        self._decoded: list[np.ndarray | None] = []
         self._next = 0
 
     def open(self) -> None:
@@ -32,6 +46,25 @@ class FolderSource(Source):
         self._paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self._paths:
             raise SourceError(f"{self.uri}: no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
+        if self.preload:
+            self._decoded, size = [], 0
+            for path in self._paths:
+                self._decoded.append(self._decode(path))
+                size += 0 if self._decoded[-1] is None else self._decoded[-1].nbytes
+                if size > PRELOAD_LIMIT:
+                    self._decoded = []
+                    raise SourceError(
+                        f"{self.uri}: preload=1 would hold over {PRELOAD_LIMIT // 2**20} MiB of decoded images; "
+                        "use fewer images or drop preload"
+                    )
+
+    def _decode(self, path: Path) -> np.ndarray | None:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None or image.dtype != np.uint8 or image.ndim not in (2, 3):
+            return None
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        return convert_pixels(image, self.pixel_format)
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         if self._next >= len(self._paths) and not self.loop:
@@ -39,21 +72,17 @@ class FolderSource(Source):
         if self.live:
             self._due = max(self._due + 1.0 / self.fps, time.perf_counter()) if self._due else time.perf_counter()
             time.sleep(max(0.0, self._due - time.perf_counter()))
-        path = self._paths[self._next % len(self._paths)]
-        frame_id = self._next
+        index = self._next % len(self._paths)
+        path, frame_id = self._paths[index], self._next
         self._next += 1
         wall, perf = now()
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None or image.dtype != np.uint8 or image.ndim not in (2, 3):
+        pixels = self._decoded[index] if self.preload else self._decode(path)
+        if pixels is None:
             return Frame(frame_id, wall, wall, None, "unreadable_image", f"cannot decode {path.name}", path.name, perf)
-        if image.ndim == 3 and image.shape[2] == 4:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-        return Frame(
-            frame_id, wall, time.time_ns(), convert_pixels(image, self.pixel_format), name=path.name, t_received=perf
-        )
+        return Frame(frame_id, wall, time.time_ns(), pixels, name=path.name, t_received=perf)
 
     def close(self) -> None:
-        self._paths = []
+        self._paths, self._decoded = [], []
 
 
 class VideoSource(Source):
