@@ -61,14 +61,15 @@ def test_the_read_passes_gradients_to_the_items_it_addressed_only() -> None:
 
 
 def test_the_trust_region_pulls_pushes_and_ignores() -> None:
-    # item 0 is nearest to three positions at 1, 2 and 6 (δ1 = 3): pull, pull, push; item 1 to 10 and 30
-    # (δ1 = 20): pull; 30 lies beyond δ2 = 25: ignored. Item 2 is nearest to one position at 24: pull (d ≤ δ1).
-    d1 = torch.tensor([1.0, 2.0, 6.0, 10.0, 30.0, 24.0])
-    nearest = torch.tensor([0, 0, 0, 1, 1, 2])
-    r = trust_region(d1, nearest, items=3, far=25.0)
-    assert r.tolist() == [PULL, PULL, PUSH, PULL, IGNORE, PULL]
-    far_one = trust_region(torch.tensor([1.0, 50.0]), torch.tensor([0, 0]), items=1, far=20.0)
-    assert far_one.tolist() == [PULL, IGNORE]  # δ1 = 25.5 > δ2: beyond δ2 nothing is pushed
+    # δ2 = 1.5·δ1. Item 0 is nearest to positions at 1, 2 and 6 (δ1 = 3, δ2 = 4.5): pull, pull, ignore; item 1 to
+    # 10 and 14 (δ1 = 12, δ2 = 18): pull, push; item 2 to 20, 24 and 40 (δ1 = 28, δ2 = 42): pull, pull, push.
+    d1 = torch.tensor([1.0, 2.0, 6.0, 10.0, 14.0, 20.0, 24.0, 40.0])
+    nearest = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    r = trust_region(d1, nearest, items=3, far=1.5)
+    assert r.tolist() == [PULL, PULL, IGNORE, PULL, PUSH, PULL, PULL, PUSH]
+    same = trust_region(d1 * 100, nearest, items=3, far=1.5)
+    assert same.tolist() == r.tolist()  # scale-free: the latent's size does not change who is pushed
+    assert trust_region(d1, nearest, items=3, far=1.0).tolist().count(PUSH) == 0  # far = 1: nothing pushed
 
 
 def test_the_margin_loss_wants_the_nearest_item_to_stand_out() -> None:

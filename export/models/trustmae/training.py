@@ -34,7 +34,10 @@ class TrustMAETraining:
     iterations: int = field(default=200, metadata={"help": "optimiser steps"})
     batch_size: int = 16
     learning_rate: float = 1e-4
-    trust_far: float = field(default=20.0, metadata={"help": "δ2: features farther from every item are ignored"})
+    trust_far: float = field(
+        default=1.25,
+        metadata={"help": "δ2 as a multiple of each item's δ1: features farther than δ2 from every item are ignored"},
+    )
     reconstruction_weight: float = 1.0
     ssim_weight: float = 1.0
     perceptual_weight: float = 1.0
@@ -63,6 +66,8 @@ class TrustMAETraining:
             raise DataError("--memory-top-k must lie in [2, --memory-items] (the margin loss needs two items)")
         if self.batch_size < 2 or self.iterations < 1:
             raise DataError("--batch-size must be at least 2 and --iterations at least 1")
+        if self.trust_far < 1.0:
+            raise DataError(f"--trust-far {self.trust_far}: a multiple of δ1, at least 1 (1 turns pushing off)")
 
 
 @torch.no_grad()
@@ -94,13 +99,16 @@ def train_trustmae(run: TrainRun) -> tuple[TrustMAE, dict]:
         d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=options.discriminator_learning_rate)
     history: dict[str, list[float]] = {}
     cases = torch.zeros(3)
+    nearest_distances: list[float] = []  # mean d₁ per step: the latent scale δ₁ and δ₂ live on
     model.train()
     started, cpu_started = time.perf_counter(), time.process_time()
     bar = tqdm(range(options.iterations), desc="train trustmae", unit="it", disable=not run.progress)
     for _ in bar:
         x = to_batch([images[i] for i in rng.choice(len(images), size=options.batch_size)], device, SYMMETRIC)
         reconstruction, z, distances = model(x)
-        trust, r = trust_loss(model.memory.distances(z.detach()), options.trust_far)
+        detached = model.memory.distances(z.detach())
+        trust, r = trust_loss(detached, options.trust_far)
+        nearest_distances.append(detached.min(dim=1).values.mean().item())
         cases += torch.stack([(r == case).sum() for case in (PULL, PUSH, IGNORE)]).float().cpu()
         terms = {
             "reconstruction": F.mse_loss(reconstruction, x),
@@ -136,6 +144,7 @@ def train_trustmae(run: TrainRun) -> tuple[TrustMAE, dict]:
         "train_images": len(images),
         "memory_items_kept": kept,
         "trust_cases": dict(zip(("pull", "push", "ignore"), (cases / cases.sum()).tolist(), strict=True)),
+        "nearest_item_distance_last": round(float(np.mean(nearest_distances[-tenth:])), 2),
         "seconds_per_iteration": round(seconds / options.iterations, 3),
         "cpu_seconds_per_iteration": round(cpu_seconds / options.iterations, 3),
         "loss_first": float(np.mean(history["loss"][:tenth])),

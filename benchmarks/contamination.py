@@ -1,0 +1,96 @@
+"""Image AUROC against the fraction of defective images in the training folder, one line per model: the table
+(Markdown) and a plot (PNG). Each argument is ``MODEL=EVAL.json``, an ``edge-eval`` result; the fraction is read
+from the dataset it names (``train_contamination/*/*_mask.png`` against ``train/good``, as ``edge-dataset
+--contamination`` writes them; a relative dataset path counts from the JSON's folder).
+
+    python -m benchmarks.contamination TrustMAE=tm-0.json TrustMAE=tm-20.json MemSeg=ms-0.json ... --out plot.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from edge.sources import IMAGE_SUFFIXES
+
+
+def contamination(data: Path) -> float:
+    """The fraction of ``data/train/good`` that carries a defect."""
+    train = [p for p in (data / "train" / "good").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return len(list(data.glob("train_contamination/*/*_mask.png"))) / len(train)
+
+
+def read_points(arguments: list[str]) -> dict[str, list[tuple[float, dict]]]:
+    """Per model, ``(fraction, edge-eval result)`` sorted by fraction."""
+    points: dict[str, list[tuple[float, dict]]] = defaultdict(list)
+    for argument in arguments:
+        model, sep, path = argument.partition("=")
+        if not sep:
+            raise SystemExit(f"error: {argument!r}: write MODEL=EVAL.json")
+        result = json.loads(Path(path).read_text())
+        data = Path(path).parent / result["data"]  # a relative path is where edge-eval ran: keep results beside it
+        points[model].append((contamination(data), result))
+    return {model: sorted(p, key=lambda item: item[0]) for model, p in points.items()}
+
+
+def markdown(points: dict[str, list[tuple[float, dict]]]) -> str:
+    """One row per model: image / pixel AUROC / PRO at each fraction, and the image AUROC lost at each."""
+    fractions = sorted({f for series in points.values() for f, _ in series})
+    head = "| model | " + " | ".join(f"{f:.0%}" for f in fractions) + " | image AUROC lost at " + ", ".join(
+        f"{f:.0%}" for f in fractions[1:]
+    )
+    lines = [head + " |", "|" + " --- |" * (len(fractions) + 2)]
+    for model, series in points.items():
+        by_fraction = {f: r for f, r in series}
+        cells = [
+            f"{r['image_auroc']:.3f} / {r['pixel_auroc']:.3f} / {r['pro']:.3f}" if (r := by_fraction.get(f)) else ""
+            for f in fractions
+        ]
+        clean = by_fraction.get(0.0)
+        lost = [
+            f"{clean['image_auroc'] - by_fraction[f]['image_auroc']:.3f}" if clean and f in by_fraction else "—"
+            for f in fractions[1:]
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " | " + ", ".join(lost) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: dict[str, list[tuple[float, dict]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for model, series in points.items():
+        fractions = [100 * f for f, _ in series]
+        axes.plot(fractions, [r["image_auroc"] for _, r in series], marker="o", label=f"{model}, image AUROC")
+        axes.plot(fractions, [r["pixel_auroc"] for _, r in series], marker=".", linestyle=":", label=f"{model}, pixel")
+    axes.set_xlabel("defective images in the training folder (%)")
+    axes.set_ylabel("AUROC on the same test set")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="MODEL=EVAL.json, one per model and contamination")
+    parser.add_argument("--out", type=Path, help="PNG to write (and the table next to it as .md)")
+    args = parser.parse_args(argv)
+    points = read_points(args.results)
+    text = markdown(points)
+    print(text, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        plot(points, args.out)
+        args.out.with_suffix(".md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

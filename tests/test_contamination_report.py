@@ -1,0 +1,31 @@
+"""benchmarks.contamination: the fraction read from the dataset, the table's losses, the plot written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.contamination import main
+
+
+def _dataset(root: Path, good: int, defective: int) -> Path:
+    (root / "train" / "good").mkdir(parents=True)
+    for i in range(good):
+        (root / "train" / "good" / f"{i:03d}.png").write_bytes(b"")
+    (root / "train_contamination" / "crack").mkdir(parents=True)
+    for i in range(defective):
+        (root / "train_contamination" / "crack" / f"{i:03d}_mask.png").write_bytes(b"")
+    return root
+
+
+def test_the_table_and_plot_of_auroc_against_contamination(tmp_path: Path, capsys) -> None:
+    results = []
+    for name, defective, auroc in (("clean", 0, 0.90), ("twenty", 4, 0.85), ("forty", 8, 0.70)):
+        _dataset(tmp_path / name, 20, defective)
+        path = tmp_path / f"{name}.json"  # edge-eval ran in tmp_path: the dataset path is relative to it
+        path.write_text(json.dumps({"data": name, "image_auroc": auroc, "pixel_auroc": 0.9, "pro": 0.8}))
+        results.append(f"Model={path}")
+    assert main([*reversed(results), "--out", str(tmp_path / "plot.png")]) == 0
+    table = capsys.readouterr().out
+    assert "| 0% | 20% | 40% |" in table and "| 0.050, 0.200 |" in table
+    assert (tmp_path / "plot.png").stat().st_size > 1000 and (tmp_path / "plot.md").read_text() == table
