@@ -1,7 +1,7 @@
 """Image AUROC against the fraction of defective images in the training folder, one line per model: the table
 (Markdown) and a plot (PNG). Each argument is ``MODEL=EVAL.json``, an ``edge-eval`` result; the fraction is read
 from the dataset it names (``train_contamination/*/*_mask.png`` against ``train/good``, as ``edge-dataset
---contamination`` writes them; a relative dataset path counts from the JSON's folder).
+--contamination`` writes them; a relative dataset path counts from here, else from the JSON's folder).
 
     python -m benchmarks.contamination TrustMAE=tm-0.json TrustMAE=tm-20.json MemSeg=ms-0.json ... --out plot.png
 """
@@ -14,32 +14,56 @@ from collections import defaultdict
 from pathlib import Path
 
 from edge.sources import IMAGE_SUFFIXES
+from edge.tool import ToolError, run_tool
 
 
 def contamination(data: Path) -> float:
     """The fraction of ``data/train/good`` that carries a defect."""
-    train = [p for p in (data / "train" / "good").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    good = data / "train" / "good"
+    train = [p for p in good.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES] if good.is_dir() else []
+    if not train:
+        raise ToolError(f"{data}: no training images in train/good (give the dataset edge-eval was run on)")
     return len(list(data.glob("train_contamination/*/*_mask.png"))) / len(train)
+
+
+def dataset_of(result: dict, path: Path) -> Path:
+    """The dataset an ``edge-eval`` result names: as written (from where ``edge-eval`` ran, here), else from the
+    JSON's own folder."""
+    for data in (Path(result["data"]), path.parent / result["data"]):
+        if data.is_dir():
+            return data
+    raise ToolError(
+        f"{path}: its dataset {result['data']} is not found here or next to it; run from where edge-eval ran"
+    )
 
 
 def read_points(arguments: list[str]) -> dict[str, list[tuple[float, dict]]]:
     """Per model, ``(fraction, edge-eval result)`` sorted by fraction."""
     points: dict[str, list[tuple[float, dict]]] = defaultdict(list)
     for argument in arguments:
-        model, sep, path = argument.partition("=")
-        if not sep:
-            raise SystemExit(f"error: {argument!r}: write MODEL=EVAL.json")
-        result = json.loads(Path(path).read_text())
-        data = Path(path).parent / result["data"]  # a relative path is where edge-eval ran: keep results beside it
-        points[model].append((contamination(data), result))
+        model, sep, name = argument.partition("=")
+        if not sep or not model:
+            raise ToolError(f"{argument!r}: write MODEL=EVAL.json")
+        path = Path(name)
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ToolError(f"{path}: not an edge-eval result ({exc})") from exc
+        missing = {"data", "image_auroc", "pixel_auroc", "pro"} - set(result)
+        if missing:
+            raise ToolError(f"{path}: not an edge-eval result (no {', '.join(sorted(missing))})")
+        points[model].append((contamination(dataset_of(result, path)), result))
     return {model: sorted(p, key=lambda item: item[0]) for model, p in points.items()}
 
 
 def markdown(points: dict[str, list[tuple[float, dict]]]) -> str:
     """One row per model: image / pixel AUROC / PRO at each fraction, and the image AUROC lost at each."""
     fractions = sorted({f for series in points.values() for f, _ in series})
-    head = "| model | " + " | ".join(f"{f:.0%}" for f in fractions) + " | image AUROC lost at " + ", ".join(
-        f"{f:.0%}" for f in fractions[1:]
+    head = (
+        "| model | "
+        + " | ".join(f"{f:.0%}" for f in fractions)
+        + " | image AUROC lost at "
+        + ", ".join(f"{f:.0%}" for f in fractions[1:])
     )
     lines = [head + " |", "|" + " --- |" * (len(fractions) + 2)]
     for model, series in points.items():
@@ -82,14 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", help="MODEL=EVAL.json, one per model and contamination")
     parser.add_argument("--out", type=Path, help="PNG to write (and the table next to it as .md)")
     args = parser.parse_args(argv)
-    points = read_points(args.results)
-    text = markdown(points)
-    print(text, end="")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        plot(points, args.out)
-        args.out.with_suffix(".md").write_text(text)
-    return 0
+
+    def body() -> int:
+        points = read_points(args.results)
+        text = markdown(points)
+        print(text, end="")
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            plot(points, args.out)
+            args.out.with_suffix(".md").write_text(text)
+        return 0
+
+    return run_tool("contamination", body, (OSError,))
 
 
 if __name__ == "__main__":

@@ -29,3 +29,19 @@ def test_the_table_and_plot_of_auroc_against_contamination(tmp_path: Path, capsy
     table = capsys.readouterr().out
     assert "| 0% | 20% | 40% |" in table and "| 0.050, 0.200 |" in table
     assert (tmp_path / "plot.png").stat().st_size > 1000 and (tmp_path / "plot.md").read_text() == table
+
+
+def test_bad_arguments_get_one_error_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "partial.json").write_text(json.dumps({"data": "nowhere", "image_auroc": 0.9}))
+    (tmp_path / "lost.json").write_text(
+        json.dumps({"data": "nowhere", "image_auroc": 0.9, "pixel_auroc": 0.9, "pro": 0.8})
+    )
+    for argument, message in (
+        ("no-separator.json", "write MODEL=EVAL.json"),
+        (f"M={tmp_path / 'absent.json'}", "not an edge-eval result"),
+        (f"M={tmp_path / 'partial.json'}", "no pixel_auroc, pro"),
+        (f"M={tmp_path / 'lost.json'}", "is not found here or next to it"),
+    ):
+        assert main([argument]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -109,9 +109,12 @@ class TorchEngine(Engine):
     def _activate(self) -> None:
         try:
             import torch
-            from torch.export.passes import move_to_device_pass
         except ImportError as exc:
             raise EngineError(".pt2 artefacts need torch: pip install torch, or use the .onnx artefact") from exc
+        try:
+            from torch.export.passes import move_to_device_pass
+        except ImportError as exc:
+            raise EngineError(f".pt2 artefacts need torch 2.6 or newer (this is {torch.__version__})") from exc
         self._torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         refuse_pickled_payloads(self.path)

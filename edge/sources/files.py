@@ -50,6 +50,8 @@ class FolderSource(Source):
             self._decoded, size = [], 0
             for path in self._paths:
                 self._decoded.append(self._decode(path))
+                if self._decoded[-1] is not None:
+                    self._decoded[-1].setflags(write=False)  # handed out again on every pass: nobody may write
                 size += 0 if self._decoded[-1] is None else self._decoded[-1].nbytes
                 if size > PRELOAD_LIMIT:
                     self._decoded = []

@@ -32,7 +32,7 @@ def greedy_coreset(
     for i in range(count):
         if i:
             picked[i] = torch.argmax(nearest)
-        centre = points[picked[i]]
-        distance = squared - 2.0 * (points @ centre) + squared[picked[i]]
+        index = picked[i : i + 1]  # a 1-element tensor: index_select stays on the device (a 0-d index would sync)
+        distance = squared - 2.0 * (points @ points.index_select(0, index)[0]) + squared.index_select(0, index)
         torch.minimum(nearest, distance, out=nearest)
     return picked.cpu()

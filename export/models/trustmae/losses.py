@@ -24,12 +24,12 @@ def trust_region(nearest_distance: torch.Tensor, nearest: torch.Tensor, items: i
     return r.view_as(nearest_distance)
 
 
-def trust_loss(distances: torch.Tensor, far: float) -> tuple[torch.Tensor, torch.Tensor]:
+def trust_loss(distances: torch.Tensor, far: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``mean(r · d₁)`` over the positions, from item distances ``B×N×H×W`` computed on detached features (the
-    loss moves the memory items only), with ``δ₂ = far·δ₁``; returns the loss and ``r``."""
+    loss moves the memory items only), with ``δ₂ = far·δ₁``; returns the loss, ``r`` and ``d₁``."""
     d1, nearest = distances.min(dim=1)
     r = trust_region(d1, nearest, distances.shape[1], far)
-    return (r * d1).mean(), r
+    return (r * d1).mean(), r, d1
 
 
 def margin_loss(distances: torch.Tensor, margin: float = 1.0) -> torch.Tensor:

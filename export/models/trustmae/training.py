@@ -106,9 +106,8 @@ def train_trustmae(run: TrainRun) -> tuple[TrustMAE, dict]:
     for _ in bar:
         x = to_batch([images[i] for i in rng.choice(len(images), size=options.batch_size)], device, SYMMETRIC)
         reconstruction, z, distances = model(x)
-        detached = model.memory.distances(z.detach())
-        trust, r = trust_loss(detached, options.trust_far)
-        nearest_distances.append(detached.min(dim=1).values.mean().item())
+        trust, r, d1 = trust_loss(model.memory.distances(z.detach()), options.trust_far)
+        nearest_distances.append(d1.mean().item())
         cases += torch.stack([(r == case).sum() for case in (PULL, PUSH, IGNORE)]).float().cpu()
         terms = {
             "reconstruction": F.mse_loss(reconstruction, x),
