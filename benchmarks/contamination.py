@@ -90,8 +90,9 @@ def plot(points: dict[str, list[tuple[float, dict]]], out: Path) -> None:
     figure, axes = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for model, series in points.items():
         fractions = [100 * f for f, _ in series]
-        axes.plot(fractions, [r["image_auroc"] for _, r in series], marker="o", label=f"{model}, image AUROC")
-        axes.plot(fractions, [r["pixel_auroc"] for _, r in series], marker=".", linestyle=":", label=f"{model}, pixel")
+        (line,) = axes.plot(fractions, [r["image_auroc"] for _, r in series], marker="o", label=f"{model}, image")
+        pixel = [r["pixel_auroc"] for _, r in series]
+        axes.plot(fractions, pixel, marker=".", linestyle=":", color=line.get_color(), label=f"{model}, pixel")
     axes.set_xlabel("defective images in the training folder (%)")
     axes.set_ylabel("AUROC on the same test set")
     axes.grid(alpha=0.3)
