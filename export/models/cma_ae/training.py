@@ -32,8 +32,8 @@ from export.nn.sparse_memory import addressing_entropy
 class CMAAETraining:
     """How CMA-AE trains; the defaults are the CPU preset (the README gives the GPU preset's flags)."""
 
-    stage1_iterations: int = field(default=200, metadata={"help": "steps on good patches, repair bypassed"})
-    stage2_iterations: int = field(default=200, metadata={"help": "steps with simulated defects, memory frozen"})
+    stage1_iterations: int = field(default=1000, metadata={"help": "steps on good patches, repair bypassed"})
+    stage2_iterations: int = field(default=1000, metadata={"help": "steps with simulated defects, memory frozen"})
     batch_size: int = field(default=16, metadata={"help": "64×64 patches per step (stage 2: half simulated)"})
     learning_rate: float = 2e-4
     beta1: float = field(default=0.5, metadata={"help": "Adam β1"})

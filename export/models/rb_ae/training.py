@@ -47,8 +47,8 @@ MINMAX_FLOOR = 1e-6
 class RBAETraining:
     """How RB-AE trains; the defaults are the CPU preset (the README gives the GPU preset's flags)."""
 
-    phase1_iterations: int = field(default=200, metadata={"help": "encoder + decoder steps (Eq. 14)"})
-    phase2_iterations: int = field(default=200, metadata={"help": "steps with the encoder frozen (Eq. 17)"})
+    phase1_iterations: int = field(default=600, metadata={"help": "encoder + decoder steps (Eq. 14)"})
+    phase2_iterations: int = field(default=600, metadata={"help": "steps with the encoder frozen (Eq. 17)"})
     batch_size: int = field(default=4, metadata={"help": "images per step (phase 2: half simulated defects)"})
     learning_rate: float = 1e-4
     weight_decay: float = 1e-5
