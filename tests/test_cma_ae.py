@@ -78,7 +78,7 @@ def test_anomaly_map_is_the_weighted_feature_residual_per_patch() -> None:
     torch.manual_seed(1)
     model = CMAAE(CMAAEConfig(image_size=128, memory_size=20)).eval()
     one_patch = CMAAE(CMAAEConfig(image_size=64, memory_size=20)).eval()
-    one_patch.load_state_dict(model.state_dict())
+    one_patch.load_state_dict(model.state_dict() | {"examples": one_patch.examples})  # (none kept, of its size)
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     patch = x[:, :, 64:, :64].contiguous()  # bottom-left patch, on its own
     with torch.no_grad():
@@ -153,6 +153,29 @@ def test_onnx_runtime_matches_the_checkpoint(
     result = verify(exported, checkpoint[0], brick_dataset)
     assert result.images == 12 and result.non_finite == 0
     assert result.max_map_difference <= 1e-4 and result.max_score_difference <= 1e-4 and result.passed
+
+
+def test_fp16_onnx_gives_the_fp32_verdicts(checkpoint: tuple[Path, dict], brick_dataset: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cma_fp16.onnx"
+    export_artefact(checkpoint[0], path, FrameSpec(64, 64, "rgb8"), "fp16")
+    result = verify(path, checkpoint[0], brick_dataset)
+    assert result.non_finite == 0 and result.verdicts_differing == 0 and result.passed
+    assert read_sidecar(path).build["fp16_max_relative_error"] < 0.1
+
+
+def test_a_checkpoint_without_examples_loads_and_exports_fp32_only(
+    checkpoint: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from export.errors import UserError
+
+    payload = torch.load(checkpoint[0], weights_only=False)
+    del payload["state_dict"]["examples"]  # as written before CMA-AE kept example images
+    older = tmp_path / "older.pt"
+    torch.save(payload, older)
+    assert load_model(older)[0].example_images() is None
+    export_artefact(older, tmp_path / "older.onnx", FrameSpec(64, 64, "rgb8"), "fp32")
+    with pytest.raises(UserError, match="no good images to check FP16 on"):
+        export_artefact(older, tmp_path / "older16.onnx", FrameSpec(64, 64, "rgb8"), "fp16")
 
 
 def test_tensorrt_rtx_builds_the_onnx_for_sm86(exported: Path, tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ from export.models.registry import ModelSpec, register
 
 
 def load_cma_ae(config: CMAAEConfig, state: dict[str, torch.Tensor]) -> CMAAE:
-    """CMA-AE from a checkpoint's config and state dict."""
-    model = CMAAE(config)
-    model.load_state_dict(state)
+    """CMA-AE from a checkpoint's config and state dict (one written before examples were kept has none: it
+    exports in FP32 only)."""
+    model = CMAAE(config, examples=state.get("examples"))
+    model.load_state_dict({"examples": model.examples, **state})
     return model
 
 

@@ -18,6 +18,9 @@ Data flow for a normalised ``B×3×S×S`` input in [−1, 1] (S a multiple of 64
 * **Anomaly map** (MSFR, Eq. 14): encoder layers 1–3 of the input (kept from its one encoder pass) and of the
   reconstruction; ``(F − F′)²`` → channel mean → bilinear upsampling to 64×64, weighted by the layers'
   receptive-field areas 16/276, 64/276, 196/276. A non-negative distance, no pretrained network.
+
+An FP16 export runs the encoder, the repair and the decoder in FP16; the memory read (z normalised for the
+cosines) and the squared feature differences of the map stay FP32.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -160,10 +164,16 @@ class CMAAE(AnomalyModel):
 
     score_kind = "distance"
     normalisation = SYMMETRIC
+    export_precisions = ("fp32", "fp16")
 
-    def __init__(self, config: CMAAEConfig) -> None:
+    def __init__(self, config: CMAAEConfig, examples: torch.Tensor | None = None) -> None:
+        """``examples``: a few good training images (``N×S×S×3`` uint8) kept to check FP16 exports on."""
         super().__init__()
         self.config = config
+        size = config.image_size
+        examples = examples if examples is not None else torch.zeros(0, size, size, 3)
+        self.register_buffer("examples", examples.to(torch.uint8))
+        self.dtype = torch.float32  # of the encoder, repair and decoder; FP16 only in an FP16 export
         self.grid = config.image_size // PATCH
         self.encoder = Encoder()
         self.memory = SparseMemory(config.memory_size, CODE)
@@ -175,8 +185,9 @@ class CMAAE(AnomalyModel):
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Patches ``P×3×64×64`` → (reconstruction, the input's layer 1–3 features, memory weights ``ŵ``).
         Without ``repair`` (training stage 1) the decoder reads the memory's ``ẑ`` directly."""
-        features, z = self.encoder(patches)
-        z_memory, weights = self.memory(z)
+        features, z = self.encoder(patches.to(self.dtype))
+        z_memory, weights = self.memory(z.float())
+        z_memory = z_memory.to(self.dtype)
         code = self.repair(z, z_memory) if repair else z_memory
         return self.decoder(code), features, weights
 
@@ -184,10 +195,13 @@ class CMAAE(AnomalyModel):
         reconstruction, features, _ = self.reconstruct(to_patches(x, self.grid))
         again = self.encoder.shallow(reconstruction)
         residual = sum(
-            weight * _upsample(((f - g) ** 2).mean(dim=1, keepdim=True))
+            weight * _upsample(((f.float() - g.float()) ** 2).mean(dim=1, keepdim=True))
             for weight, f, g in zip(RECEPTIVE_FIELD_WEIGHTS, features, again, strict=True)
         )
         return from_patches(residual.float(), self.grid)
+
+    def example_images(self) -> np.ndarray | None:
+        return self.examples.cpu().numpy() if len(self.examples) else None
 
     def details(self) -> dict:
         c = self.config
@@ -195,13 +209,16 @@ class CMAAE(AnomalyModel):
 
     def prepare_for_export(self, precision: str) -> CMAAE:
         """A copy for tracing: eval mode, BatchNorm folded into the convolutions (transposed ones too), the
-        unit-norm memory folded into a constant."""
+        unit-norm memory folded into a constant, the encoder, repair and decoder at ``precision``."""
         if precision not in self.export_precisions:
             raise UserError(f"CMA-AE exports in {', '.join(self.export_precisions)} only, not {precision}")
         model = copy.deepcopy(self).float().eval()
         fold_batchnorm(model)
         _fold_transposed_batchnorm(model.decoder.layers)
         model.memory.fold()
+        model.dtype = torch.float16 if precision == "fp16" else torch.float32
+        for part in (model.encoder, model.repair, model.decoder):
+            part.to(model.dtype)
         return model
 
 

@@ -76,7 +76,9 @@ def train_cma_ae(run: TrainRun) -> tuple[CMAAE, dict]:
         simulator = DefectSimulator(options.texture_dir)
     except ValueError as exc:
         raise DataError(f"--texture-dir: {exc}") from exc
-    model = CMAAE(config).to(device).train()
+    spread = np.linspace(0, len(images) - 1, min(8, len(images))).astype(int)  # no draw from rng: same training
+    examples = torch.from_numpy(np.stack([images[i] for i in spread]))
+    model = CMAAE(config, examples=examples).to(device).train()
     batch = lambda patches: to_batch(patches, device, SYMMETRIC)  # noqa: E731
     losses: dict[str, list[float]] = {"stage1": [], "stage2": []}
 
