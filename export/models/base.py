@@ -46,9 +46,17 @@ class AnomalyModel(nn.Module):
         """Model-specific facts the sidecar carries (memory size, …), for people reading it."""
         return {}
 
+    def keep_examples(self, examples: torch.Tensor | None, size: int) -> None:
+        """Carry ``examples``, a few good training images (``N×S×S×3`` uint8), in the checkpoint as the
+        ``examples`` buffer, for :meth:`example_images`; without them an empty buffer of that shape."""
+        examples = examples if examples is not None else torch.zeros(0, size, size, 3)
+        self.register_buffer("examples", examples.to(torch.uint8))
+
     def example_images(self) -> np.ndarray | None:
-        """Good images (``N×S×S×3`` RGB uint8) the model carries, used to check reduced precision at export."""
-        return None
+        """Good images (``N×S×S×3`` RGB uint8) the model carries, used to check reduced precision at export: the
+        ``examples`` kept by :meth:`keep_examples`, if any."""
+        examples = getattr(self, "examples", None)
+        return examples.cpu().numpy() if examples is not None and len(examples) else None
 
     def prepare_for_export(self, precision: str) -> AnomalyModel:
         """A copy ready to trace at ``precision``: eval mode, BatchNorm folded. Models that export in reduced

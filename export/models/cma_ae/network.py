@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -170,9 +169,7 @@ class CMAAE(AnomalyModel):
         """``examples``: a few good training images (``N×S×S×3`` uint8) kept to check FP16 exports on."""
         super().__init__()
         self.config = config
-        size = config.image_size
-        examples = examples if examples is not None else torch.zeros(0, size, size, 3)
-        self.register_buffer("examples", examples.to(torch.uint8))
+        self.keep_examples(examples, config.image_size)
         self.dtype = torch.float32  # of the encoder, repair and decoder; FP16 only in an FP16 export
         self.grid = config.image_size // PATCH
         self.encoder = Encoder()
@@ -199,9 +196,6 @@ class CMAAE(AnomalyModel):
             for weight, f, g in zip(RECEPTIVE_FIELD_WEIGHTS, features, again, strict=True)
         )
         return from_patches(residual.float(), self.grid)
-
-    def example_images(self) -> np.ndarray | None:
-        return self.examples.cpu().numpy() if len(self.examples) else None
 
     def details(self) -> dict:
         c = self.config

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -140,9 +139,7 @@ class TrustMAE(AnomalyModel):
         """``examples``: a few good training images (``N×S×S×3`` uint8) kept to check FP16 exports on."""
         super().__init__()
         trunk = trunk if trunk is not None else untrained_trunk(config.trunk)
-        size = config.image_size
-        examples = examples if examples is not None else torch.zeros(0, size, size, 3)
-        self.register_buffer("examples", examples.to(torch.uint8))
+        self.keep_examples(examples, config.image_size)
         self.dtype = torch.float32
         self.config = config
         self.encoder = Encoder(config)
@@ -169,9 +166,6 @@ class TrustMAE(AnomalyModel):
 
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.error_map(x, self(x)[0])
-
-    def example_images(self) -> np.ndarray | None:
-        return self.examples.cpu().numpy() if len(self.examples) else None
 
     def prepare_for_export(self, precision: str) -> TrustMAE:
         """BatchNorm folded; for FP16 the autoencoder and the trunk run in half precision."""
