@@ -1,7 +1,9 @@
 """Image AUROC against the fraction of defective images in the training folder, one line per model: the table
 (Markdown) and a plot (PNG). Each argument is ``MODEL=EVAL.json``, an ``edge-eval`` result; the fraction is read
 from the dataset it names (``train_contamination/*/*_mask.png`` against ``train/good``, as ``edge-dataset
---contamination`` writes them; a relative dataset path counts from here, else from the JSON's folder).
+--contamination`` writes them; a relative dataset path counts from here, else from the JSON's folder). Several
+results of one model at one fraction (trainings with other seeds) are averaged; the table gives their number and
+the image AUROC's range, the plot the range as an error bar.
 
     python -m benchmarks.contamination TrustMAE=tm-0.json TrustMAE=tm-20.json MemSeg=ms-0.json ... --out plot.png
 """
@@ -12,6 +14,7 @@ import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
+from statistics import mean
 
 from edge.sources import IMAGE_SUFFIXES
 from edge.tool import ToolError, run_tool
@@ -37,9 +40,12 @@ def dataset_of(result: dict, path: Path) -> Path:
     )
 
 
-def read_points(arguments: list[str]) -> dict[str, list[tuple[float, dict]]]:
-    """Per model, ``(fraction, edge-eval result)`` sorted by fraction."""
-    points: dict[str, list[tuple[float, dict]]] = defaultdict(list)
+METRICS = ("image_auroc", "pixel_auroc", "pro")
+
+
+def read_points(arguments: list[str]) -> dict[str, list[tuple[float, list[dict]]]]:
+    """Per model, ``(fraction, its edge-eval results)`` sorted by fraction."""
+    points: dict[str, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for argument in arguments:
         model, sep, name = argument.partition("=")
         if not sep or not model:
@@ -49,15 +55,34 @@ def read_points(arguments: list[str]) -> dict[str, list[tuple[float, dict]]]:
             result = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ToolError(f"{path}: not an edge-eval result ({exc})") from exc
-        missing = {"data", "image_auroc", "pixel_auroc", "pro"} - set(result)
+        missing = {"data", *METRICS} - set(result)
         if missing:
             raise ToolError(f"{path}: not an edge-eval result (no {', '.join(sorted(missing))})")
-        points[model].append((contamination(dataset_of(result, path)), result))
-    return {model: sorted(p, key=lambda item: item[0]) for model, p in points.items()}
+        points[model][round(contamination(dataset_of(result, path)), 4)].append(result)
+    return {model: sorted(by_fraction.items()) for model, by_fraction in points.items()}
 
 
-def markdown(points: dict[str, list[tuple[float, dict]]]) -> str:
-    """One row per model: image / pixel AUROC / PRO at each fraction, and the image AUROC lost at each."""
+def averaged(results: list[dict]) -> dict:
+    """The mean of each metric over ``results``, with ``runs`` and the image AUROC's ``low``/``high``."""
+    images = [r["image_auroc"] for r in results]
+    return {
+        **{k: mean(r[k] for r in results) for k in METRICS},
+        "runs": len(results),
+        "low": min(images),
+        "high": max(images),
+    }
+
+
+def cell(result: dict) -> str:
+    text = f"{result['image_auroc']:.3f} / {result['pixel_auroc']:.3f} / {result['pro']:.3f}"
+    if result["runs"] > 1:
+        text += f" (mean of {result['runs']}; image {result['low']:.3f}–{result['high']:.3f})"
+    return text
+
+
+def markdown(points: dict[str, list[tuple[float, list[dict]]]]) -> str:
+    """One row per model: image / pixel AUROC / PRO at each fraction (means over runs), and the image AUROC lost
+    at each."""
     fractions = sorted({f for series in points.values() for f, _ in series})
     head = (
         "| model | "
@@ -67,11 +92,8 @@ def markdown(points: dict[str, list[tuple[float, dict]]]) -> str:
     )
     lines = [head + " |", "|" + " --- |" * (len(fractions) + 2)]
     for model, series in points.items():
-        by_fraction = {f: r for f, r in series}
-        cells = [
-            f"{r['image_auroc']:.3f} / {r['pixel_auroc']:.3f} / {r['pro']:.3f}" if (r := by_fraction.get(f)) else ""
-            for f in fractions
-        ]
+        by_fraction = {f: averaged(r) for f, r in series}
+        cells = [cell(r) if (r := by_fraction.get(f)) else "" for f in fractions]
         clean = by_fraction.get(0.0)
         lost = [
             f"{clean['image_auroc'] - by_fraction[f]['image_auroc']:.3f}" if clean and f in by_fraction else "—"
@@ -81,7 +103,7 @@ def markdown(points: dict[str, list[tuple[float, dict]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(points: dict[str, list[tuple[float, dict]]], out: Path) -> None:
+def plot(points: dict[str, list[tuple[float, list[dict]]]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,8 +112,11 @@ def plot(points: dict[str, list[tuple[float, dict]]], out: Path) -> None:
     figure, axes = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for model, series in points.items():
         fractions = [100 * f for f, _ in series]
-        (line,) = axes.plot(fractions, [r["image_auroc"] for _, r in series], marker="o", label=f"{model}, image")
-        pixel = [r["pixel_auroc"] for _, r in series]
+        means = [averaged(r) for _, r in series]
+        image = [r["image_auroc"] for r in means]
+        spread = [[r["image_auroc"] - r["low"] for r in means], [r["high"] - r["image_auroc"] for r in means]]
+        line = axes.errorbar(fractions, image, yerr=spread, marker="o", capsize=3, label=f"{model}, image").lines[0]
+        pixel = [r["pixel_auroc"] for r in means]
         axes.plot(fractions, pixel, marker=".", linestyle=":", color=line.get_color(), label=f"{model}, pixel")
     axes.set_xlabel("defective images in the training folder (%)")
     axes.set_ylabel("AUROC on the same test set")
@@ -104,7 +129,9 @@ def plot(points: dict[str, list[tuple[float, dict]]], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="+", help="MODEL=EVAL.json, one per model and contamination")
+    parser.add_argument(
+        "results", nargs="+", help="MODEL=EVAL.json, one per model, contamination and seed (seeds are averaged)"
+    )
     parser.add_argument("--out", type=Path, help="PNG to write (and the table next to it as .md)")
     args = parser.parse_args(argv)
 

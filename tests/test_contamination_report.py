@@ -31,6 +31,20 @@ def test_the_table_and_plot_of_auroc_against_contamination(tmp_path: Path, capsy
     assert (tmp_path / "plot.png").stat().st_size > 1000 and (tmp_path / "plot.md").read_text() == table
 
 
+def test_runs_of_one_model_at_one_fraction_are_averaged(tmp_path: Path, capsys) -> None:
+    results = []
+    for name, defective, aurocs in (("clean", 0, (0.90, 0.96)), ("twenty", 4, (0.80, 0.88, 0.84))):
+        _dataset(tmp_path / name, 20, defective)
+        for seed, auroc in enumerate(aurocs):
+            path = tmp_path / f"{name}-{seed}.json"
+            path.write_text(json.dumps({"data": name, "image_auroc": auroc, "pixel_auroc": 0.9, "pro": 0.8}))
+            results.append(f"Model={path}")
+    assert main([*results, "--out", str(tmp_path / "plot.png")]) == 0
+    table = capsys.readouterr().out
+    assert "0.930 / 0.900 / 0.800 (mean of 2; image 0.900–0.960)" in table
+    assert "0.840 / 0.900 / 0.800 (mean of 3; image 0.800–0.880)" in table and "| 0.090 |" in table
+
+
 def test_bad_arguments_get_one_error_line(tmp_path: Path, capsys) -> None:
     (tmp_path / "partial.json").write_text(json.dumps({"data": "nowhere", "image_auroc": 0.9}))
     (tmp_path / "lost.json").write_text(

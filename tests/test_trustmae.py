@@ -6,6 +6,7 @@ import collections
 from pathlib import Path
 
 import cv2
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -92,6 +93,21 @@ def test_the_lpips_distance_is_zero_for_identical_images_and_bounded() -> None:
         assert distance(x, x).abs().max().item() < 1e-6
         d = distance(x, y)
     assert d.shape == (2, 1, 16, 16) and 0 < d.max().item() <= 4.0
+
+
+def test_the_map_is_the_error_product_smoothed_as_opencv_smooths() -> None:
+    model = TrustMAE(TrustMAEConfig(image_size=64, sigma=8.0)).eval()  # σ = 2 px at 64 px
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        reconstruction = model(x)[0]
+        smoothed = model.error_map(x, reconstruction)
+        raw = (x - reconstruction).pow(2).mean(dim=1, keepdim=True) * model.perceptual(x, reconstruction)
+    reference = [cv2.GaussianBlur(m[0].numpy(), (0, 0), 2.0, borderType=cv2.BORDER_REFLECT_101) for m in raw]
+    torch.testing.assert_close(smoothed[:, 0], torch.as_tensor(np.stack(reference)), rtol=1e-4, atol=1e-6)
+    unsmoothed = TrustMAE(TrustMAEConfig(image_size=64, sigma=0.0)).eval()
+    unsmoothed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(unsmoothed.error_map(x, reconstruction), raw)
 
 
 def test_training_a_few_steps_writes_a_pruned_memory(checkpoint: tuple[Path, dict]) -> None:

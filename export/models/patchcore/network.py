@@ -23,7 +23,6 @@ The same forward pass serves training-time scoring, evaluation and the exported 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 
 from export.errors import UserError
 from export.models.base import AnomalyModel
+from export.nn.smoothing import GaussianSmoothing
 from export.nn.trunk import Trunk
 
 BANK_CHUNK = 4096  # bank vectors per 1×1 convolution: bounds the B×chunk×h×w distance tensor
@@ -68,14 +68,6 @@ class PatchCoreConfig:
         return self.sigma * self.image_size / 256.0
 
 
-def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """1-D Gaussian, truncated at 4σ, summing to 1."""
-    radius = max(1, math.ceil(4.0 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
 def patch_features(trunk: Trunk, x: torch.Tensor, levels: tuple[int, int]) -> torch.Tensor:
     """``B×D×h×w`` locally aware patch features of the two trunk ``levels`` (h = S / stride of the first): each
     averaged over its 3×3 neighbourhood, the deeper upsampled to the shallower's grid, concatenated."""
@@ -105,7 +97,7 @@ class PatchCore(AnomalyModel):
             if bank_neighbours is None:
                 bank_neighbours = nearest_in_bank(self.bank, config.reweight_neighbours)
             self.register_buffer("bank_neighbours", bank_neighbours.long())
-        self.register_buffer("smoothing", gaussian_kernel(config.sigma_pixels()), persistent=False)
+        self.smoothing = GaussianSmoothing(config.sigma_pixels())
         self.fold_bank()
 
     def train(self, mode: bool = True) -> PatchCore:
@@ -148,11 +140,9 @@ class PatchCore(AnomalyModel):
     def smooth(self, distances: torch.Tensor) -> torch.Tensor:
         """``B×h×w`` patch distances → ``B×1×S×S``, bilinear then Gaussian (separable, reflected borders)."""
         size = self.config.image_size
-        up = F.interpolate(distances[:, None], size=(size, size), mode="bilinear", align_corners=False)
-        kernel = self.smoothing
-        radius = (len(kernel) - 1) // 2
-        up = F.conv2d(F.pad(up, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-        return F.conv2d(F.pad(up, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+        return self.smoothing(
+            F.interpolate(distances[:, None], size=(size, size), mode="bilinear", align_corners=False)
+        )
 
     def reweighting(self, features: torch.Tensor, distances: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The paper's image-score weight ``B``: 1 − softmax over the distances of the most anomalous patch to its

@@ -13,8 +13,10 @@ Data flow for an input ``B×3×S×S`` in [−1, 1]:
 * decoder: the mirror (×2 upsampling and a 3×3 convolution per stage), a 3×3 convolution to RGB and tanh;
 * anomaly map: the squared reconstruction error (mean over RGB) times the perceptual distance between input and
   reconstruction (:class:`export.nn.lpips_distance.LpipsDistance` on levels 0…``perceptual_levels − 1`` of the
-  frozen shared trunk, EfficientNet-Lite0 with ImageNet weights by default). The image score is the map's
-  maximum, an unbounded distance.
+  frozen shared trunk, EfficientNet-Lite0 with ImageNet weights by default), smoothed with a Gaussian of
+  ``sigma`` px at 256 px (scaled with the image size; the paper smooths nothing: the product of two
+  per-pixel errors is speckled, and a good image's highest speckle decided its score). The image score is the
+  smoothed map's maximum, an unbounded distance.
 
 The same forward pass trains, evaluates and is exported. For an FP16 export ``dtype`` (the autoencoder's and
 the trunk's precision) becomes FP16; the memory read, the unit normalisation and the error map stay FP32.
@@ -31,6 +33,7 @@ from export.data.batches import SYMMETRIC
 from export.models.base import AnomalyModel
 from export.nn.blocks import upsample2x
 from export.nn.lpips_distance import LpipsDistance
+from export.nn.smoothing import GaussianSmoothing
 from export.nn.soft_memory import SoftMemory
 from export.nn.trunk import Trunk, untrained_trunk
 
@@ -50,6 +53,7 @@ class TrustMAEConfig:
     memory_top_k: int = 3
     trunk: str = "efficientnet_lite0"
     perceptual_levels: int = 4
+    sigma: float = 8.0
     score: str = "max"
     top_k: int = 1
 
@@ -147,6 +151,7 @@ class TrustMAE(AnomalyModel):
         self.decoder = Decoder(config)
         self.perceptual = LpipsDistance(TrunkLevels(trunk, config.perceptual_levels), SYMMETRIC)
         self.perceptual.requires_grad_(False)
+        self.smoothing = GaussianSmoothing(config.sigma * config.image_size / 256.0)
 
     def train(self, mode: bool = True) -> TrustMAE:
         """Like ``nn.Module.train``; the frozen trunk stays in eval mode (fixed BatchNorm statistics)."""
@@ -160,9 +165,9 @@ class TrustMAE(AnomalyModel):
         return self.decoder(read), z, distances
 
     def error_map(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """Squared error (mean over RGB) × perceptual distance: ``B×1×S×S`` FP32."""
+        """Squared error (mean over RGB) × perceptual distance, smoothed: ``B×1×S×S`` FP32."""
         squared = (x.float() - reconstruction.float()).pow(2).mean(dim=1, keepdim=True)
-        return squared * self.perceptual(x, reconstruction)
+        return self.smoothing(squared * self.perceptual(x, reconstruction))
 
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.error_map(x, self(x)[0])
@@ -182,5 +187,6 @@ class TrustMAE(AnomalyModel):
             "memory_items_kept": int(self.memory.items.shape[0]),
             "memory_top_k": self.config.memory_top_k,
             "perceptual_levels": self.config.perceptual_levels,
+            "smoothing_sigma_px": self.smoothing.sigma,
             **self.perceptual.extractor.trunk.details(),
         }
