@@ -100,7 +100,9 @@ for t in brick grass gravel; do
     (OMP_NUM_THREADS=5 timeout 300 edge-export --checkpoint "$checkpoint" --out "$WORK/models/memseg-$t-fp16.pt2" \
         --format pt2 --target gpu --precision fp16 --verify-data "$WORK/$t" --calibration-images "$WORK/$t/train/good" \
         --force >"$WORK/logs/export-fp16-$t.log" 2>&1
-    echo "fp16 $t: exit $?" >>"$RESULTS/summary.txt"
+    code=$?
+    echo "fp16 $t: exit $code" >>"$RESULTS/summary.txt"
+    ((code == 0)) || grep -v Warning "$WORK/logs/export-fp16-$t.log" | tail -2 >>"$RESULTS/summary.txt"
     [[ -f "$WORK/models/memseg-$t-fp16.pt2" ]] && python3 -c "import sys; from edge.sidecar import read_sidecar; from export.verify import Comparison
 for r in read_sidecar(sys.argv[1]).build['fidelity']:
     print('fp16 $t:', Comparison(**{k: v for k, v in r.items() if k != 'passed'}).summary())" \
