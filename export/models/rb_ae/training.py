@@ -36,7 +36,7 @@ from export.data.simulation import DefectSimulator
 from export.errors import DataError
 from export.models.rb_ae.network import RBAE, REPAIRED_LEVELS
 from export.models.registry import TrainRun
-from export.nn.losses import focal_loss, l1_loss
+from export.nn.losses import focal_loss
 from export.nn.perceptual import PerceptualDistance
 from export.nn.trunk import Trunk, build_trunk
 
@@ -53,10 +53,6 @@ class RBAETraining:
     learning_rate: float = 1e-4
     weight_decay: float = 1e-5
     reconstruction_weight: float = field(default=100.0, metadata={"help": "weight of MSE(I_o, Î)"})
-    l1_weight: float = field(
-        default=0.0,
-        metadata={"help": "L_seg = l1_weight·L1 + (1 − l1_weight)·focal at each scale (MemSeg's loss: 0.6)"},
-    )
     trunk: str = field(default="efficientnet_lite0", metadata={"help": "shared trunk of the perceptual loss"})
     backbone_weights: str | None = field(
         default=None,
@@ -68,8 +64,6 @@ class RBAETraining:
         """Refuse options that cannot work, with the fix."""
         if self.batch_size < 2:
             raise DataError(f"--batch-size {self.batch_size}: needs at least 2 (phase 2: half simulated)")
-        if not 0.0 <= self.l1_weight <= 1.0:
-            raise DataError(f"--l1-weight {self.l1_weight}: a share between 0 (focal only) and 1 (L1 only)")
         if self.phase1_iterations < 1 or self.phase2_iterations < 1:
             raise DataError("--phase1-iterations and --phase2-iterations must be at least 1")
         if images < 2:
@@ -111,16 +105,9 @@ def pixel_discrimination_loss(
     return sum(losses) / len(losses)
 
 
-def segmentation_loss(logits: list[torch.Tensor], masks: torch.Tensor, l1_weight: float = 0.0) -> torch.Tensor:
-    """``l1_weight``·L1 + (1 − ``l1_weight``)·focal (γ = 4) of each scale's logits against the mask at that
-    scale, summed."""
-    total = torch.zeros((), device=masks.device)
-    for scale in logits:
-        target = at_scale(masks, scale)
-        total = total + (1.0 - l1_weight) * focal_loss(scale, target)
-        if l1_weight:
-            total = total + l1_weight * l1_loss(scale, target)
-    return total
+def segmentation_loss(logits: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+    """Focal loss (γ = 4) of each scale's logits against the mask at that scale, summed."""
+    return sum(focal_loss(scale, at_scale(masks, scale)) for scale in logits)
 
 
 @torch.no_grad()
@@ -220,7 +207,7 @@ def train_rb_ae(run: TrainRun) -> tuple[RBAE, dict]:
         return (
             reconstruction_loss(out.reconstruction, clean)
             + repair / len(REPAIRED_LEVELS)
-            + segmentation_loss(out.logits, masks, options.l1_weight)
+            + segmentation_loss(out.logits, masks)
         )
 
     phase1_parameters = [*model.encoder.parameters(), *model.decoder.parameters()]
