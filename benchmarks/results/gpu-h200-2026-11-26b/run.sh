@@ -30,3 +30,9 @@ done
 wait
 cp $W/logs/*.log "$OUT/" 2>/dev/null
 say done
+
+# Further calls on the same machine (each a command line of its own):
+#   contamination on grass and gravel:
+#     SEEDS="0 1 2" FRACTIONS="0 0.2" TEXTURE=grass JOBS=8 DEVICE=cuda bash scripts/contamination_study.sh  (and gravel)
+#   TrustMAE on gravel with --width 32 / --iterations 600 / both, then five more settings (tm-gravel-variants.txt):
+#     edge-train --model trustmae --data gravel --out M.pt --device cuda OPTIONS; edge-eval --checkpoint M.pt --data gravel
