@@ -46,6 +46,7 @@ METRICS = ("image_auroc", "pixel_auroc", "pro")
 def read_points(arguments: list[str]) -> dict[str, list[tuple[float, list[dict]]]]:
     """Per model, ``(fraction, its edge-eval results)`` sorted by fraction."""
     points: dict[str, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    datasets: dict[tuple[str, float], Path] = {}
     for argument in arguments:
         model, sep, name = argument.partition("=")
         if not sep or not model:
@@ -58,7 +59,15 @@ def read_points(arguments: list[str]) -> dict[str, list[tuple[float, list[dict]]
         missing = {"data", *METRICS} - set(result)
         if missing:
             raise ToolError(f"{path}: not an edge-eval result (no {', '.join(sorted(missing))})")
-        points[model][round(contamination(dataset_of(result, path)), 4)].append(result)
+        data = dataset_of(result, path).resolve()
+        fraction = round(contamination(data), 4)
+        known = datasets.setdefault((model, fraction), data)
+        if known != data:
+            raise ToolError(
+                f"{path}: {model} at {fraction:.0%} has results on two datasets ({known} and {data}); give one "
+                "dataset's results per model (seeds are averaged, sets are not)"
+            )
+        points[model][fraction].append(result)
     return {model: sorted(by_fraction.items()) for model, by_fraction in points.items()}
 
 

@@ -50,6 +50,15 @@ def test_bad_arguments_get_one_error_line(tmp_path: Path, capsys) -> None:
     (tmp_path / "lost.json").write_text(
         json.dumps({"data": "nowhere", "image_auroc": 0.9, "pixel_auroc": 0.9, "pro": 0.8})
     )
+    for name in ("brick", "grass"):
+        _dataset(tmp_path / name, 20, 0)
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"data": str(tmp_path / name), "image_auroc": 0.9, "pixel_auroc": 0.9, "pro": 0.8})
+        )
+    mixed = [f"M={tmp_path / 'brick.json'}", f"M={tmp_path / 'grass.json'}"]
+    assert main(mixed) == 2
+    err = capsys.readouterr().err
+    assert "has results on two datasets" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     for argument, message in (
         ("no-separator.json", "write MODEL=EVAL.json"),
         (f"M={tmp_path / 'absent.json'}", "not an edge-eval result"),

@@ -15,11 +15,13 @@ from edge.sidecar import FrameSpec, read_sidecar
 from export.checkpoint import load_model
 from export.data.batches import SYMMETRIC, to_batch
 from export.data.images import load_good_images
+from export.errors import DataError
 from export.exporter import export_artefact
 from export.models.trustmae.losses import IGNORE, PULL, PUSH, margin_loss, trust_region
 from export.models.trustmae.network import TrustMAE, TrustMAEConfig
 from export.models.trustmae.training import count_addressed
 from export.nn.lpips_distance import LpipsDistance
+from export.nn.smoothing import check_sigma
 from export.nn.soft_memory import SoftMemory
 from export.nn.ssim import ssim_loss
 from export.train import train
@@ -108,6 +110,13 @@ def test_the_map_is_the_error_product_smoothed_as_opencv_smooths() -> None:
     unsmoothed.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(unsmoothed.error_map(x, reconstruction), raw)
+
+
+def test_a_smoothing_that_reaches_past_the_map_is_refused_with_the_limit() -> None:
+    check_sigma(63.5, 128)  # radius 127 px on a 128 px map: the widest reflect padding allows
+    for sigma in (-1.0, 63.9):
+        with pytest.raises(DataError, match=r"--sigma .* at most 63\.5"):
+            check_sigma(sigma, 128)
 
 
 def test_training_a_few_steps_writes_a_pruned_memory(checkpoint: tuple[Path, dict]) -> None:

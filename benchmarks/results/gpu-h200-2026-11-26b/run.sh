@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 set -u
+OUT=${OUT:-runs/gpu-h200}
+mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 S=$OUT/summary.txt; started=$(date +%s)
 say() { echo "[$(($(date +%s) - started)) s] $*" | tee -a "$S"; }
@@ -31,8 +33,9 @@ wait
 cp $W/logs/*.log "$OUT/" 2>/dev/null
 say done
 
-# Further calls on the same machine (each a command line of its own):
-#   contamination on grass and gravel:
-#     SEEDS="0 1 2" FRACTIONS="0 0.2" TEXTURE=grass JOBS=8 DEVICE=cuda bash scripts/contamination_study.sh  (and gravel)
+# Further runs on the same GPU host (each a command line of its own):
+#   contamination on grass and gravel (scripts/contamination_study.sh as of commit 9d817f0):
+#     SEEDS="0 1 2" FRACTIONS="0 0.2" TEXTURE=grass JOBS=8 DEVICE=cuda TRAIN_S=200 WORK=/tmp/g/cg \
+#       bash scripts/contamination_study.sh   (gravel: TEXTURE=gravel WORK=/tmp/g/cv)
 #   TrustMAE on gravel with --width 32 / --iterations 600 / both, then five more settings (tm-gravel-variants.txt):
 #     edge-train --model trustmae --data gravel --out M.pt --device cuda OPTIONS; edge-eval --checkpoint M.pt --data gravel

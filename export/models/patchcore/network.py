@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from export.errors import UserError
 from export.models.base import AnomalyModel
-from export.nn.smoothing import GaussianSmoothing
+from export.nn.smoothing import GaussianSmoothing, sigma_pixels
 from export.nn.trunk import Trunk
 
 BANK_CHUNK = 4096  # bank vectors per 1×1 convolution: bounds the B×chunk×h×w distance tensor
@@ -65,7 +65,7 @@ class PatchCoreConfig:
 
     def sigma_pixels(self) -> float:
         """σ of the smoothing at this image size (4 px at 256 px)."""
-        return self.sigma * self.image_size / 256.0
+        return sigma_pixels(self.sigma, self.image_size)
 
 
 def patch_features(trunk: Trunk, x: torch.Tensor, levels: tuple[int, int]) -> torch.Tensor:

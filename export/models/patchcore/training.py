@@ -16,6 +16,7 @@ from export.errors import DataError
 from export.models.patchcore.network import PatchCore, PatchCoreConfig, nearest_in_bank, patch_features
 from export.models.registry import TrainRun
 from export.nn.coreset import greedy_coreset
+from export.nn.smoothing import check_sigma
 from export.nn.trunk import build_trunk
 
 
@@ -38,6 +39,7 @@ class PatchCoreTraining:
         config.level_pair()
         if config.image_size < 32 or config.image_size % 32:
             raise DataError(f"--image-size {config.image_size}: must be a multiple of 32, at least 32")
+        check_sigma(config.sigma, config.image_size)
         if not 0.0 < self.coreset <= 1.0:
             raise DataError(f"--coreset {self.coreset}: a fraction in (0, 1], e.g. 0.1")
         if self.batch_size < 1 or self.coreset_projection < 1 or config.reweight_neighbours < 2:

@@ -24,7 +24,7 @@ the trunk's precision) becomes FP16; the memory read, the unit normalisation and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ from export.data.batches import SYMMETRIC
 from export.models.base import AnomalyModel
 from export.nn.blocks import upsample2x
 from export.nn.lpips_distance import LpipsDistance
-from export.nn.smoothing import GaussianSmoothing
+from export.nn.smoothing import GaussianSmoothing, sigma_pixels
 from export.nn.soft_memory import SoftMemory
 from export.nn.trunk import Trunk, untrained_trunk
 
@@ -53,12 +53,18 @@ class TrustMAEConfig:
     memory_top_k: int = 3
     trunk: str = "efficientnet_lite0"
     perceptual_levels: int = 4
-    sigma: float = 8.0
+    sigma: float = field(
+        default=8.0, metadata={"help": "σ of the map's Gaussian smoothing in px at 256 px (scaled; 0: none)"}
+    )
     score: str = "max"
     top_k: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def sigma_pixels(self) -> float:
+        """σ of the map's smoothing at this image size (8 px at 256 px)."""
+        return sigma_pixels(self.sigma, self.image_size)
 
     def widths(self) -> list[int]:
         """Channels of the stem and after each down-sampling (the last is the latent's)."""
@@ -127,7 +133,8 @@ class TrunkLevels(nn.Module):
 
 
 class TrustMAE(AnomalyModel):
-    """``forward(x) → (reconstruction, z, distances)``; ``anomaly_map`` is squared error × perceptual distance."""
+    """``forward(x) → (reconstruction, z, distances)``; ``anomaly_map`` is squared error × perceptual distance,
+    smoothed."""
 
     score_kind = "distance"
     normalisation = SYMMETRIC
@@ -151,7 +158,7 @@ class TrustMAE(AnomalyModel):
         self.decoder = Decoder(config)
         self.perceptual = LpipsDistance(TrunkLevels(trunk, config.perceptual_levels), SYMMETRIC)
         self.perceptual.requires_grad_(False)
-        self.smoothing = GaussianSmoothing(config.sigma * config.image_size / 256.0)
+        self.smoothing = GaussianSmoothing(config.sigma_pixels())
 
     def train(self, mode: bool = True) -> TrustMAE:
         """Like ``nn.Module.train``; the frozen trunk stays in eval mode (fixed BatchNorm statistics)."""

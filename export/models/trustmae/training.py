@@ -23,6 +23,7 @@ from export.models.registry import TrainRun
 from export.models.trustmae.adversarial import PatchDiscriminator, discriminator_loss, generator_losses
 from export.models.trustmae.losses import IGNORE, PULL, PUSH, margin_loss, trust_loss
 from export.models.trustmae.network import TrustMAE, TrustMAEConfig
+from export.nn.smoothing import check_sigma
 from export.nn.ssim import ssim_loss
 from export.nn.trunk import build_trunk
 
@@ -64,11 +65,7 @@ class TrustMAETraining:
             raise DataError(f"--width {config.width}: width·2^downsamplings must reach the latent's 512 channels")
         if not 2 <= config.memory_top_k <= config.memory_items:
             raise DataError("--memory-top-k must lie in [2, --memory-items] (the margin loss needs two items)")
-        if config.sigma < 0 or 4 * config.sigma * config.image_size / 256 >= config.image_size:
-            raise DataError(
-                f"--sigma {config.sigma}: the map's smoothing in px at 256 px, 0 (none) or small "
-                "enough that 4σ stays inside the image (8 is the default)"
-            )
+        check_sigma(config.sigma, config.image_size)
         if self.batch_size < 2 or self.iterations < 1:
             raise DataError("--batch-size must be at least 2 and --iterations at least 1")
         if self.trust_far < 1.0:
