@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from edge.sidecar import FrameSpec, read_sidecar
-from export.checkpoint import load_model
+from export.checkpoint import load_model, read_checkpoint
 from export.data.batches import SYMMETRIC, to_batch
 from export.data.images import load_good_images
 from export.exporter import export_artefact
@@ -115,3 +116,30 @@ def test_tensorrt_rtx_builds_for_sm86(exported: dict[str, Path], tmp_path: Path,
     sidecar = read_sidecar(plan)
     assert plan.stat().st_size > 100_000 and sidecar.build["compute_capability"] == "8.6"
     assert sidecar.source["sha256"] == read_sidecar(exported[precision]).sha256
+
+
+def test_the_difference_map_weights_the_feature_differences_and_exports_as_a_distance(
+    checkpoint: tuple[Path, dict], brick_dataset: Path, tmp_path: Path
+) -> None:
+    payload = read_checkpoint(checkpoint[0])
+    payload["config"] = {**payload["config"], "map": "difference"}
+    path = tmp_path / "rb_ae_difference.pt"
+    torch.save(payload, path)
+    model, _ = load_model(path)
+    assert model.score_kind == "distance"
+    images = load_good_images(brick_dataset, 64)[:2]
+    x = to_batch(images, "cpu", SYMMETRIC)
+    with torch.no_grad():
+        out = model(x)
+        direct = torch.zeros(2, 1, 64, 64)
+        for weight, level in zip((0.2, 0.2, 0.6), range(3), strict=True):
+            rebuilt = model.encoder(out.reconstruction)[level]
+            difference = (out.features[level] - rebuilt).pow(2).mean(dim=1, keepdim=True)
+            direct += weight * F.interpolate(difference, size=(64, 64), mode="bilinear")
+        blurred = [cv2.GaussianBlur(m[0].numpy(), (0, 0), 2.0, borderType=cv2.BORDER_REFLECT_101) for m in direct]
+        torch.testing.assert_close(model.anomaly_map(x)[:, 0], torch.as_tensor(np.stack(blurred)), rtol=1e-4, atol=1e-6)
+    onnx_path = tmp_path / "rb_ae_difference.onnx"
+    export_artefact(path, onnx_path, FRAME, "fp32")
+    result = verify(onnx_path, path, brick_dataset)
+    assert result.max_map_difference <= 1e-4 and result.passed
+    assert read_sidecar(onnx_path).score.kind == "distance"

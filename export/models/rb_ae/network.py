@@ -18,7 +18,10 @@ Data flow for a normalised ``B×3×S×S`` input in [−1, 1] (S a multiple of 64
   defect through), 3×3 conv to RGB, tanh.
 * **Anomaly map** (MSFDM, Eq. 10–11): encoder levels 1–3 of the input and of its reconstruction, concatenated, each
   scale through its own segmentation head (conv-BN-ReLU, 1×1 conv to 2 logits); per scale the softmax defect
-  probability, ``AM = 0.2·AM1 + 0.2·up(AM2) + 0.6·up(AM3)``: a probability in [0, 1].
+  probability, ``AM = 0.2·AM1 + 0.2·up(AM2) + 0.6·up(AM3)``: a probability in [0, 1]. With ``map =
+  "difference"`` (not the paper's; the heads are still trained, but not read) the same weights combine the
+  per-scale mean squared feature differences of input and reconstruction, upsampled bilinearly and smoothed with
+  a Gaussian of ``sigma`` px at 256 px, in FP32: an unbounded distance.
 
 The one forward pass serves training, evaluation and export. For an FP16 export only ``dtype`` changes (the
 convolutions' precision); the reference attention and the softmaxes stay FP32.
@@ -27,7 +30,7 @@ convolutions' precision); the reference attention and the softmaxes stay FP32.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -40,11 +43,13 @@ from export.graph.folding import fold_batchnorm
 from export.models.base import AnomalyModel
 from export.nn.blocks import ConvBNReLU, upsample2x
 from export.nn.reference_attention import ReferenceAttention
+from export.nn.smoothing import GaussianSmoothing, check_sigma, sigma_pixels
 
 WIDTH_FACTORS = (1, 2, 4, 8, 8)  # encoder levels 1–5, times ``width`` (the paper: 32/64/128/256/256)
 REPAIRED_LEVELS = (2, 3, 4)  # levels 3–5, 0-based
 MAP_WEIGHTS = (0.2, 0.2, 0.6)  # AM1, AM2, AM3 (Eq. 11)
 PATCH_SIZES = (2, 4)  # K of the reference attention
+MAPS = ("segmentation", "difference")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 
 
@@ -57,8 +62,19 @@ class RBAEConfig:
     attention_temperature: float = 10.0
     top_k: int = 100
     score: str = "top_k_mean"
+    map: str = field(
+        default="segmentation",
+        metadata={
+            "help": "segmentation: the paper's MSFDM heads (a probability); difference: the heads' weights over "
+            "the feature differences of input and reconstruction (a distance; better on irregular textures)"
+        },
+    )
+    sigma: float = field(default=8.0, metadata={"help": "σ of the difference map's smoothing in px at 256 px"})
 
     def __post_init__(self) -> None:
+        if self.map not in MAPS:
+            raise DataError(f"--map {self.map}: use one of {', '.join(MAPS)}")
+        check_sigma(self.sigma, self.image_size)
         if self.image_size < 64 or self.image_size % 64:
             raise DataError(f"--image-size {self.image_size}: must be a multiple of 64 (level 5 in 4×4 patches)")
         if self.width < 4:
@@ -149,10 +165,12 @@ class RBAEOutput:
     repaired: list[torch.Tensor]
     reconstruction: torch.Tensor
     logits: list[torch.Tensor]
+    rebuilt: list[torch.Tensor]  # encoder levels 1–3 of the reconstruction
 
 
 class RBAE(AnomalyModel):
-    """RB-AE: ``forward`` → :class:`RBAEOutput`; ``anomaly_map`` is the MSFDM defect probability."""
+    """RB-AE: ``forward`` → :class:`RBAEOutput`; ``anomaly_map`` is the MSFDM defect probability, or with ``map =
+    "difference"`` the weighted feature differences (then ``score_kind`` is ``distance``)."""
 
     score_kind = "probability"
     normalisation = SYMMETRIC
@@ -175,6 +193,9 @@ class RBAE(AnomalyModel):
         self.decoder = Decoder(widths)
         self.heads = nn.ModuleList(SegmentationHead(c, config.width) for c in widths[:3])
         self.dtype = torch.float32  # of the convolutions; FP16 only in an FP16 export
+        if config.map == "difference":
+            self.score_kind = "distance"
+            self.smoothing = GaussianSmoothing(sigma_pixels(config.sigma, size))
         self.encoder_frozen = False
         self.refresh_reference()
 
@@ -222,13 +243,21 @@ class RBAE(AnomalyModel):
         reconstruction = self.decoder(*repaired)
         rebuilt = self.encoder(reconstruction, levels=len(self.heads))
         logits = [head(torch.cat([f, g], dim=1)) for head, f, g in zip(self.heads, features, rebuilt, strict=False)]
-        return RBAEOutput(features, repaired, reconstruction, logits)
+        return RBAEOutput(features, repaired, reconstruction, logits, rebuilt)
 
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        probabilities = [torch.softmax(logits.float(), dim=1)[:, 1:2] for logits in self(x).logits]
-        maps = [p if p.shape[2:] == size else F.interpolate(p, size=size, mode="bilinear") for p in probabilities]
-        return sum(w * m for w, m in zip(MAP_WEIGHTS, maps, strict=True))
+        out = self(x)
+        if self.config.map == "difference":
+            scales = [
+                (f.float() - g.float()).pow(2).mean(dim=1, keepdim=True)
+                for f, g in zip(out.features, out.rebuilt, strict=False)
+            ]
+        else:
+            scales = [torch.softmax(logits.float(), dim=1)[:, 1:2] for logits in out.logits]
+        maps = [m if m.shape[2:] == size else F.interpolate(m, size=size, mode="bilinear") for m in scales]
+        anomaly_map = sum(w * m for w, m in zip(MAP_WEIGHTS, maps, strict=True))
+        return self.smoothing(anomaly_map) if self.config.map == "difference" else anomaly_map
 
     def details(self) -> dict:
         return {"patch_sizes": list(PATCH_SIZES), "attention_temperature": self.config.attention_temperature}
