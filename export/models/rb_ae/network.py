@@ -237,17 +237,19 @@ class RBAE(AnomalyModel):
             repaired.append(fusion([f, *(attention(f) for attention in attentions)]))
         return repaired
 
-    def forward(self, x: torch.Tensor) -> RBAEOutput:
+    def forward(self, x: torch.Tensor, heads: bool = True) -> RBAEOutput:
+        """One pass; without ``heads`` the segmentation heads are not run (``logits`` empty)."""
         features = self.encoder(x.to(self.dtype))
         repaired = self.repair(features)
         reconstruction = self.decoder(*repaired)
         rebuilt = self.encoder(reconstruction, levels=len(self.heads))
-        logits = [head(torch.cat([f, g], dim=1)) for head, f, g in zip(self.heads, features, rebuilt, strict=False)]
+        pairs = zip(self.heads, features, rebuilt, strict=False) if heads else ()
+        logits = [head(torch.cat([f, g], dim=1)) for head, f, g in pairs]
         return RBAEOutput(features, repaired, reconstruction, logits, rebuilt)
 
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        out = self(x)
+        out = self(x, heads=self.config.map == "segmentation")
         if self.config.map == "difference":
             scales = [
                 (f.float() - g.float()).pow(2).mean(dim=1, keepdim=True)
