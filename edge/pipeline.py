@@ -225,7 +225,7 @@ class Pipeline:
         started = time.perf_counter()
         self.watchdog.inference_started(started)
         try:
-            result = self.engine.infer(np.stack([job.frame.pixels for job in batch]))
+            result = self.engine.infer([job.frame.pixels for job in batch])  # gathered into the engine's buffer
             scores, maps, error, detail = result.score, result.anomaly_map, None, ""
         except Exception as exc:  # any engine failure is a verdict, not a crash
             scores, maps, error, detail = None, None, "engine_error", f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -230,14 +230,21 @@ def test_tensorrt_rtx_builds_the_onnx_for_sm86(exported: dict[str, Path], tmp_pa
 def test_pt2_program_runs_in_the_torch_engine_and_agrees_with_onnx(
     tiny_checkpoint: tuple[Path, dict], onnx_engine: Path, tmp_path: Path
 ) -> None:
-    """The torch.export artefact for GPUs without TensorRT; run here on the CPU (a GPU run needs a device)."""
+    """The torch.export artefact for GPUs without TensorRT, on this machine's device (the CPU where there is no GPU)."""
     pt2 = tmp_path / "memseg.pt2"
     export_artefact(tiny_checkpoint[0], pt2, read_sidecar(onnx_engine).frame, "fp32", "pt2")
     frames = np.random.default_rng(5).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     with open_engine(pt2) as torch_engine, open_engine(onnx_engine) as onnx_runtime:
         assert torch_engine.backend == "torch"
         a, b = torch_engine.infer(frames), onnx_runtime.infer(frames)
-    assert np.abs(a.anomaly_map - b.anomaly_map).max() < 1e-4 and np.abs(a.score - b.score).max() < 1e-5
+        listed = torch_engine.infer(list(frames))  # a list of frames, as the pipeline hands them over
+        with pytest.raises(EngineError, match="takes 64x64x3 uint8"):
+            onnx_runtime.infer([frames[0], frames[1, :32]])
+    # on a machine with a GPU this runs there, through CUDA graphs: then the FP32 tolerances of the GPU test below
+    score_tolerance, map_tolerance = (1e-4, 1e-3) if torch.cuda.is_available() else (1e-5, 1e-4)
+    assert np.abs(a.anomaly_map - b.anomaly_map).max() < map_tolerance
+    assert np.abs(a.score - b.score).max() < score_tolerance
+    np.testing.assert_array_equal(listed.score, a.score)
     assert read_sidecar(pt2).artefact_format == "pt2"
 
 
@@ -253,8 +260,10 @@ def test_pt2_on_a_gpu_through_cuda_graphs_agrees_with_onnx_runtime(
         assert gpu._run.device.type == "cuda"
         for batch in (1, 3, 1, 2):  # a graph per batch size; replays after other sizes stay right
             a, b = gpu.infer(frames[:batch]), cpu.infer(frames[:batch])
+            listed = gpu.infer(list(frames[:batch]))  # gathered straight into the graph's pinned buffer
             assert np.isfinite(a.anomaly_map).all() and np.isfinite(a.score).all()
             assert np.abs(a.score - b.score).max() < tolerance
+            np.testing.assert_array_equal(listed.score, a.score)
             assert np.abs(a.anomaly_map.astype(np.float32) - b.anomaly_map).max() < 10 * tolerance
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,25 +71,32 @@ class Engine(ABC):
             self._deactivate()
             self.active = False
 
-    def check_frames(self, frames: np.ndarray) -> None:
-        """Refuse frames the artefact was not exported for, naming what it expects."""
+    def check_frames(self, frames: np.ndarray | Sequence[np.ndarray]) -> None:
+        """Refuse frames the artefact was not exported for, naming what it expects: a ``B×H×W(×3)`` array or a
+        list of ``H×W(×3)`` frames."""
         expected = self.frame.frame_shape()
-        if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != expected:
-            raise EngineError(
-                f"frames of shape {tuple(frames.shape[1:])} {frames.dtype}, but {self.path.name} takes "
-                f"{'x'.join(map(str, expected))} uint8 ({self.frame.pixel_format}): set the camera to that "
-                "size and pixel format, or export for the camera's"
-            )
+        for frame in [frames] if isinstance(frames, np.ndarray) else frames:
+            shape = tuple(frame.shape[1:] if frame is frames else frame.shape)
+            if frame.dtype != np.uint8 or shape != expected:
+                raise EngineError(
+                    f"frames of shape {shape} {frame.dtype}, but {self.path.name} takes "
+                    f"{'x'.join(map(str, expected))} uint8 ({self.frame.pixel_format}): set the camera to that "
+                    "size and pixel format, or export for the camera's"
+                )
         if not 1 <= len(frames) <= self.frame.max_batch:
             raise EngineError(f"batch of {len(frames)}: {self.path.name} takes 1 to {self.frame.max_batch} frames")
 
-    def infer(self, frames: np.ndarray) -> Inference:
-        """Run one batch of uint8 frames (``B×H×W`` or ``B×H×W×3``)."""
+    def infer(self, frames: np.ndarray | Sequence[np.ndarray]) -> Inference:
+        """Run one batch of uint8 frames: a ``B×H×W(×3)`` array, or a list of ``H×W(×3)`` frames, which an engine
+        with an input buffer of its own copies straight into it (the time counts)."""
         if not self.active:
             raise EngineError(f"{self.path.name}: activate the engine first (use it in a with block)")
+        if not isinstance(frames, np.ndarray):
+            frames = list(frames)
         self.check_frames(frames)
         started = time.perf_counter()
-        score, anomaly_map = self._infer(np.ascontiguousarray(frames))
+        batch = frames if isinstance(frames, np.ndarray) else self._gather(frames)
+        score, anomaly_map = self._infer(np.ascontiguousarray(batch))
         elapsed = (time.perf_counter() - started) * 1e3
         return Inference(np.asarray(score, dtype=np.float32).reshape(-1), anomaly_map, elapsed)
 
@@ -100,3 +108,7 @@ class Engine(ABC):
 
     @abstractmethod
     def _infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def _gather(self, frames: list[np.ndarray]) -> np.ndarray:
+        """One ``B×…`` array of checked frames; an engine whose input buffer the host writes overrides it."""
+        return np.stack(frames)

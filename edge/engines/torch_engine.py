@@ -65,7 +65,7 @@ class GraphedModule:
         """Capture the graphs of every batch size up to ``max_batch`` now (a no-op on a CPU)."""
         if self.device.type == "cuda":
             for batch in range(1, max_batch + 1):
-                self._graphs.setdefault(batch, self._capture((batch, *frame_shape)))
+                self._graph(batch, frame_shape)
 
     def _capture(self, shape: tuple[int, ...]) -> tuple:
         torch = self._torch
@@ -84,16 +84,30 @@ class GraphedModule:
         host_out = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in outputs)
         return host_in, static_in, graph, outputs, host_out
 
+    def gather(self, frames: list[np.ndarray]) -> np.ndarray:
+        """The frames copied straight into the pinned input buffer of their batch size's graph (on a CPU, one
+        stacked array)."""
+        if self.device.type != "cuda":
+            return np.stack(frames)
+        host = self._graph(len(frames), frames[0].shape)[0].numpy()
+        for i, frame in enumerate(frames):
+            host[i] = frame
+        return host
+
+    def _graph(self, batch: int, frame_shape: tuple[int, ...]) -> tuple:
+        if batch not in self._graphs:
+            self._graphs[batch] = self._capture((batch, *frame_shape))
+        return self._graphs[batch]
+
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
         if self.device.type != "cuda":
             with torch.inference_mode():
                 score, anomaly_map = self.module(torch.from_numpy(frames))
             return score.float().numpy(), anomaly_map.numpy()
-        if len(frames) not in self._graphs:
-            self._graphs[len(frames)] = self._capture(frames.shape)
-        host_in, static_in, graph, outputs, host_out = self._graphs[len(frames)]
-        host_in.numpy()[...] = frames
+        host_in, static_in, graph, outputs, host_out = self._graph(len(frames), frames.shape[1:])
+        if frames.ctypes.data != host_in.data_ptr():  # not gathered there already
+            host_in.numpy()[...] = frames
         static_in.copy_(host_in, non_blocking=True)
         graph.replay()
         for host, device_tensor in zip(host_out, outputs, strict=True):
@@ -133,6 +147,9 @@ class TorchEngine(Engine):
 
     def _deactivate(self) -> None:
         self._run = None
+
+    def _gather(self, frames: list[np.ndarray]) -> np.ndarray:
+        return self._run.gather(frames)
 
     def _infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(frames)
