@@ -175,6 +175,7 @@ def bench_pipeline(
         "fps": fps,
         "frames": len(rows),
         "seconds": seconds,
+        "span_s": span_s,
         "frames_per_s": len(rows) / span_s,
         "stages_ms": stages,
     }

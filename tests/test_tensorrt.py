@@ -242,6 +242,9 @@ def test_the_engine_pushes_the_primary_context_only_around_its_own_work(
             worker.start()
             worker.join()
             results.append((engine.infer(frames[:1]), cuda.stack() == []))
+            listed = engine.infer(list(frames[::-1]))  # gathered straight into the pinned input buffer
+            assert np.allclose(listed.score, [0.8, 0.4, 0.2])
+            assert np.allclose(engine.infer(frames[1:]).score, [0.4, 0.8])  # an array after a list
         assert cuda.stack() == [] and not any(a.live for a in cuda.allocations.values())
     assert cuda.retained == 1 and all(popped for _, popped in results)
     assert np.allclose(results[0][0].score, [0.2, 0.4, 0.8]) and results[0][0].anomaly_map.shape == (3, 1, 64, 64)

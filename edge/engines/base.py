@@ -36,7 +36,8 @@ class Inference:
 
 
 class Engine(ABC):
-    """An artefact ready to run. ``with engine:`` activates it (loads the library, allocates) and releases it."""
+    """An artefact ready to run. ``with engine:`` activates it (loads the library, allocates) and releases it.
+    One thread at a time may call ``infer``: GPU runners reuse one input buffer per batch size."""
 
     backend = "abstract"
 
@@ -75,11 +76,15 @@ class Engine(ABC):
         """Refuse frames the artefact was not exported for, naming what it expects: a ``B×H×W(×3)`` array or a
         list of ``H×W(×3)`` frames."""
         expected = self.frame.frame_shape()
-        for frame in [frames] if isinstance(frames, np.ndarray) else frames:
-            shape = tuple(frame.shape[1:] if frame is frames else frame.shape)
+        listed = not isinstance(frames, np.ndarray)
+        for i, frame in enumerate(frames if listed else [frames]):
+            which = f"frame {i + 1} of {len(frames)}" if listed else "frames"
+            if not isinstance(frame, np.ndarray):
+                raise EngineError(f"{which} is a {type(frame).__name__}, not a numpy array of uint8 pixels")
+            shape = tuple(frame.shape if listed else frame.shape[1:])
             if frame.dtype != np.uint8 or shape != expected:
                 raise EngineError(
-                    f"frames of shape {shape} {frame.dtype}, but {self.path.name} takes "
+                    f"{which} of shape {shape} {frame.dtype}, but {self.path.name} takes "
                     f"{'x'.join(map(str, expected))} uint8 ({self.frame.pixel_format}): set the camera to that "
                     "size and pixel format, or export for the camera's"
                 )
@@ -110,5 +115,6 @@ class Engine(ABC):
     def _infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def _gather(self, frames: list[np.ndarray]) -> np.ndarray:
-        """One ``B×…`` array of checked frames; an engine whose input buffer the host writes overrides it."""
+        """One ``B×…`` array of checked frames. A runner with a pinned input buffer overrides it to copy the frames
+        straight there and returns that buffer, which its next call overwrites: only ``_infer`` may read it."""
         return np.stack(frames)

@@ -193,7 +193,8 @@ class TensorRTEngine(Engine):
             self._cuda.Context.pop()
 
     def _gather(self, frames: list[np.ndarray]) -> np.ndarray:
-        """The frames copied straight into the pinned input buffer (one copy, not a stack and a copy)."""
+        """The frames copied straight into the pinned input buffer (one copy, not a stack and a copy), returned as
+        that buffer, which the next call overwrites."""
         host = self._host["frames"][: len(frames)]
         for i, frame in enumerate(frames):
             host[i] = frame

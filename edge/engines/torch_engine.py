@@ -50,7 +50,7 @@ def refuse_pickled_payloads(path: Path) -> None:
 
 class GraphedModule:
     """Runs ``module`` (uint8 frames → score, anomaly map) on ``device``: through CUDA graphs on a GPU, directly on
-    a CPU. Returns numpy arrays the caller may keep."""
+    a CPU. A call returns numpy arrays the caller may keep."""
 
     def __init__(self, module, device) -> None:
         import torch
@@ -85,8 +85,8 @@ class GraphedModule:
         return host_in, static_in, graph, outputs, host_out
 
     def gather(self, frames: list[np.ndarray]) -> np.ndarray:
-        """The frames copied straight into the pinned input buffer of their batch size's graph (on a CPU, one
-        stacked array)."""
+        """The frames copied straight into the pinned input buffer of their batch size's graph, returned as that
+        buffer (the next call overwrites it: pass it to ``__call__`` only); on a CPU, one stacked array."""
         if self.device.type != "cuda":
             return np.stack(frames)
         host = self._graph(len(frames), frames[0].shape)[0].numpy()

@@ -16,8 +16,8 @@ Data flow for an input ``B×3×S×S`` in [−1, 1]:
   frozen shared trunk, EfficientNet-Lite0 with ImageNet weights by default), smoothed with a Gaussian of
   ``sigma`` px at 256 px (scaled with the image size; the paper smooths nothing: the product of two
   per-pixel errors is speckled, and a good image's highest speckle decided its score). The image score is the
-  mean of the smoothed map's ``top_k`` highest pixels (600 at 128 px, 3.7 % of the map; picked on validation sets
-  of other seeds, where it beat the maximum), an unbounded distance.
+  mean of the smoothed map's highest 3.7 % (600 pixels at 128 px; ``top_k`` sets a number; picked on validation
+  sets of other seeds, where it beat the maximum), an unbounded distance.
 
 The same forward pass trains, evaluates and is exported. For an FP16 export ``dtype`` (the autoencoder's and
 the trunk's precision) becomes FP16; the memory read, the unit normalisation and the error map stay FP32.
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from export.data.batches import SYMMETRIC
+from export.graph.score_head import ScoreHead
 from export.models.base import AnomalyModel
 from export.nn.blocks import upsample2x
 from export.nn.lpips_distance import LpipsDistance
@@ -39,6 +40,7 @@ from export.nn.soft_memory import SoftMemory
 from export.nn.trunk import Trunk, untrained_trunk
 
 LATENT_CHANNELS = 512
+SCORE_AREA = 600 / 128**2  # the image score's share of the map, picked on validation sets at 128 px
 
 
 @dataclass(frozen=True)
@@ -58,13 +60,18 @@ class TrustMAEConfig:
         default=8.0, metadata={"help": "σ of the map's Gaussian smoothing in px at 256 px (scaled; 0: none)"}
     )
     score: str = "top_k_mean"
-    top_k: int = field(
-        default=600,
-        metadata={"help": "pixels the image score averages (the highest ones); 600 at 128 px, 2400 at 256 px"},
+    top_k: int | None = field(
+        default=None,
+        metadata={"help": "pixels the image score averages, the highest (none: 3.7 %% of the map, 600 at 128 px)"},
     )
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def score_pixels(self) -> int:
+        """How many of the highest pixels the image score averages: ``top_k``, or 3.7 % of the map (600 at 128 px,
+        2,400 at 256 px)."""
+        return self.top_k if self.top_k is not None else round(SCORE_AREA * self.image_size**2)
 
     def sigma_pixels(self) -> float:
         """σ of the map's smoothing at this image size (8 px at 256 px)."""
@@ -191,6 +198,11 @@ class TrustMAE(AnomalyModel):
             for part in (model.encoder, model.decoder, model.perceptual.extractor):
                 part.half()
         return model
+
+    @property
+    def score_head(self) -> ScoreHead:
+        """The mean of the map's highest 3.7 % (or ``top_k`` pixels), or with ``score = "max"`` its maximum."""
+        return ScoreHead(self.config.score, self.config.score_pixels())
 
     def details(self) -> dict:
         return {
