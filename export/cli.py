@@ -89,6 +89,8 @@ def _option_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> Non
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.metadata.get("flag") is False:  # filled by training, not given by users
+            continue
         kind = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         text = f.metadata.get("help", "")

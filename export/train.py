@@ -18,22 +18,9 @@ import torch
 from export.checkpoint import save_checkpoint
 from export.data.images import load_good_images
 from export.devices import resolve_device
-from export.errors import DataError
 from export.models import TrainRun, get_spec
 
 log = logging.getLogger(__name__)
-
-
-def make_options(model: str, values: dict) -> tuple[object, object]:
-    """The model's config and training dataclasses from ``values`` (field name → value; missing → default);
-    a value naming no field of either is refused."""
-    spec = get_spec(model)
-    names = {f.name for f in dataclasses.fields(spec.config)} | {f.name for f in dataclasses.fields(spec.training)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise DataError(f"model {model} has no option {', '.join(unknown)}: see edge-train --model {model} --help")
-    pick = lambda cls: cls(**{k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(cls)}})  # noqa: E731
-    return pick(spec.config), pick(spec.training)
 
 
 def _plain(value: object) -> object:
@@ -52,13 +39,13 @@ def train(
     """Train ``model`` on ``data/train/good`` with option ``values``, write the checkpoint to ``out`` and return
     the training summary."""
     spec = get_spec(model)
-    config, training = make_options(model, values or {})
+    config, training = spec.options(values or {})
     resolved = resolve_device(device)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     images = load_good_images(data, config.image_size)
     started = time.perf_counter()
-    network, details = spec.train(TrainRun(config, training, images, resolved, rng, progress))
+    network, details = spec.train(TrainRun(config, training, images, resolved, rng, progress, seed))
     summary = {
         "model": model,
         "options": {

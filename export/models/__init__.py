@@ -2,6 +2,7 @@
 
 from export.models import (
     cma_ae,  # noqa: F401  (registers itself)
+    ensemble,  # noqa: F401  (registers itself)
     memseg,  # noqa: F401  (registers itself)
     patchcore,  # noqa: F401  (registers itself)
     rb_ae,  # noqa: F401  (registers itself)

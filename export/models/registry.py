@@ -6,20 +6,22 @@ Each model package (``export/models/<name>/``) registers one :class:`ModelSpec` 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from export.errors import UserError
+from export.errors import DataError, UserError
 from export.models.base import SCORE_KINDS, AnomalyModel
 
 
 @dataclass
 class TrainRun:
     """What a model's training function gets: its config and training options, the good images at model size
-    (RGB uint8), the device, a seeded generator, and whether to show progress."""
+    (RGB uint8), the device, a generator seeded with ``seed`` (torch's generator is seeded with it too), and
+    whether to show progress."""
 
     config: object
     training: object
@@ -27,6 +29,7 @@ class TrainRun:
     device: torch.device
     rng: np.random.Generator
     progress: bool = True
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,18 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.model.score_kind not in SCORE_KINDS:
             raise ValueError(f"{self.name}: score_kind {self.model.score_kind!r} is not one of {SCORE_KINDS}")
+
+    def options(self, values: dict) -> tuple[object, object]:
+        """The config and training dataclasses from ``values`` (field name → value; missing → default); a value
+        naming no field of either is refused."""
+        fields = lambda cls: {f.name for f in dataclasses.fields(cls)}  # noqa: E731
+        unknown = sorted(set(values) - fields(self.config) - fields(self.training))
+        if unknown:
+            raise DataError(
+                f"model {self.name} has no option {', '.join(unknown)}: see edge-train --model {self.name} --help"
+            )
+        pick = lambda cls: cls(**{k: v for k, v in values.items() if k in fields(cls)})  # noqa: E731
+        return pick(self.config), pick(self.training)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
