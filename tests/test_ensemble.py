@@ -95,7 +95,7 @@ def test_the_map_is_the_mean_of_the_members_maps_over_their_spreads(checkpoint: 
         x = to_batch(images[: QUICK["spread_images"]], "cpu", model.normalisation)
         maps = [m.anomaly_map(x).double() for m in model.members]
         spreads = [m.std().item() for m in maps]
-        expected = sum(m / s for m, s in zip(maps, spreads, strict=True)) / 3
+        expected = sum(m * spreads[0] / s for m, s in zip(maps, spreads, strict=True)) / 3
         assert np.allclose(model.spreads.numpy(), spreads, rtol=1e-5)
         assert torch.allclose(model.anomaly_map(x).double(), expected, rtol=1e-4, atol=1e-6)
         assert model.anomaly_map(x).min() >= 0  # the members' maps are distances, so is the mean

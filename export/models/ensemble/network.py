@@ -4,10 +4,12 @@ feature differences, CMA-AE's patch reconstruction) cover each other's false ala
 a good image's rare structure lights up one map but not the others.
 
 Data flow for a normalised ``B×3×S×S`` batch: every member's ``anomaly_map`` (each in its own precision, as the
-member exports it) → ``map_i / spread_i`` in FP32 → the mean over members → the shared score head, the mean of
-the highest 3.7 % of the map (picked on validation sets, like TrustMAE's). ``spread_i`` is the standard deviation
-of member i's map over the good training images' pixels, measured once after training and kept in the checkpoint,
-so the members' maps count alike whatever their units. The map is a non-negative distance when the members' are.
+member exports it) → ``map_i × spread_0 / spread_i`` in FP32 → the mean over members → the shared score head, the
+mean of the highest 3.7 % of the map (picked on validation sets, like TrustMAE's). ``spread_i`` is the standard
+deviation of member i's map over the good training images' pixels, measured once after training and kept in the
+checkpoint, so the members' maps count alike whatever their units; the map reads in the first member's units
+(their size is what the FP16 gate's absolute tolerances were set for). It is a non-negative distance when the
+members' maps are.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def parse_members(text: str) -> list[tuple[str, dict]]:
 
 
 class Ensemble(AnomalyModel):
-    """``anomaly_map`` = the mean over members of ``member.anomaly_map / spread``."""
+    """``anomaly_map`` = the mean over members of ``member.anomaly_map × spread_0 / spread``."""
 
     score_kind = "distance"
 
@@ -123,7 +125,8 @@ class Ensemble(AnomalyModel):
 
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.member_maps(x)
-        return sum(m / s for m, s in zip(maps, self.spreads.float(), strict=True)) / len(maps)
+        weights = self.spreads[0].float() / self.spreads.float()
+        return sum(m * w for m, w in zip(maps, weights, strict=True)) / len(maps)
 
     @torch.no_grad()
     def measure_spreads(self, batches: list[torch.Tensor]) -> None:
