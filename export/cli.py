@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import sys
-import typing
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -86,19 +85,20 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
 def _option_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One flag per field of a model's config or training dataclass (``memory_samples`` → ``--memory-samples``),
     typed and with its default shown."""
+    from export.models.registry import option_types
+
     group = parser.add_argument_group(title)
-    hints = typing.get_type_hints(cls)
+    types = option_types(cls)
     for f in dataclasses.fields(cls):
         if f.metadata.get("flag") is False:  # filled by training, not given by users
             continue
-        kind = hints[f.name]
+        kind = types[f.name]
         flag = "--" + f.name.replace("_", "-")
         text = f.metadata.get("help", "")
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{text} ({f.default})")
             continue
-        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # Path | None → Path
-        group.add_argument(flag, type=base, default=None, help=f"{text} (default: {f.default})".strip())
+        group.add_argument(flag, type=kind, default=None, help=f"{text} (default: {f.default})".strip())
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ Each model package (``export/models/<name>/``) registers one :class:`ModelSpec` 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -66,6 +67,14 @@ class ModelSpec:
             )
         pick = lambda cls: cls(**{k: v for k, v in values.items() if k in fields(cls)})  # noqa: E731
         return pick(self.config), pick(self.training)
+
+
+def option_types(cls: type) -> dict[str, type]:
+    """Each field of a config or training dataclass → the type its value takes (``Path | None`` → ``Path``)."""
+    return {
+        name: next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+        for name, hint in typing.get_type_hints(cls).items()
+    }
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -14,7 +14,6 @@ members' maps are.
 
 from __future__ import annotations
 
-import typing
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,7 +23,7 @@ from torch import nn
 from export.errors import DataError
 from export.graph.score_head import ScoreHead
 from export.models.base import AnomalyModel
-from export.models.registry import get_spec
+from export.models.registry import get_spec, option_types
 
 SCORE_AREA = 600 / 128**2  # the image score's share of the map, picked on validation sets at 128 px
 DEFAULT_MEMBERS = "trustmae,rb-ae:map=difference,cma-ae:stage1_iterations=200:stage2_iterations=200"
@@ -58,10 +57,9 @@ class EnsembleConfig:
 
 def _typed(cls: type, name: str, text: str) -> object:
     """``text`` as the type of field ``name`` of ``cls`` (``None`` if ``cls`` has no such field)."""
-    hints = typing.get_type_hints(cls)
-    if name not in hints:
+    kind = option_types(cls).get(name)
+    if kind is None:
         return None
-    kind = next((t for t in typing.get_args(hints[name]) if t is not type(None)), hints[name])
     if kind is bool:
         if text.lower() not in ("true", "false"):
             raise DataError(f"--members: {name}={text}: write true or false")

@@ -38,7 +38,7 @@ def train_ensemble(run: TrainRun) -> tuple[Ensemble, dict]:
             run, config=member_config, training=member_training, rng=np.random.default_rng(run.seed)
         )
         member, summary = spec.train(member_run)
-        members.append(member.to(run.device).eval())
+        members.append(member.eval())
         member_configs.append({"model": name, "config": member_config.to_dict()})
         summaries.append({"model": name, **{k: v for k, v in summary.items() if k != "loss_curve"}})
     config = dataclasses.replace(config, member_configs=tuple(member_configs))
