@@ -36,22 +36,33 @@ def _run(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.
 
 
 def dataset_main(argv: Sequence[str] | None = None) -> int:
-    """``edge-dataset``: write an MVTec-style dataset made from scikit-image's texture photographs."""
-    from export.data.texture_dataset import DEFECT_KINDS, TEXTURES
+    """``edge-dataset``: write an MVTec-style dataset cut from a photo of a surface."""
+    from export.data.texture_dataset import DEFECT_KINDS, HELD_OUT, SURFACES, TEXTURES
 
     parser = argparse.ArgumentParser(
         prog="edge-dataset",
-        description="Make an MVTec-style dataset (train/good, test/<defect>, ground_truth/<defect>) from a real "
-        f"texture photograph shipped with scikit-image. Test defects: {', '.join(DEFECT_KINDS)}.",
+        description="Make an MVTec-style dataset (train/good, test/<defect>, ground_truth/<defect>) from a photo of "
+        f"a surface: one shipped with scikit-image ({', '.join(TEXTURES)} for development, {', '.join(HELD_OUT)} "
+        f"held out for reporting) or your own. Test defects: {', '.join(DEFECT_KINDS)}.",
     )
-    parser.add_argument("--texture", required=True, choices=TEXTURES)
+    photo = parser.add_mutually_exclusive_group(required=True)
+    photo.add_argument("--texture", choices=list(SURFACES), help="a photo shipped with scikit-image")
+    photo.add_argument("--photo", type=Path, help="an image file of your own surface (grey or colour)")
     parser.add_argument("--out", required=True, type=Path, help="folder to create (must be new or empty)")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--train", type=int, default=200, help="good training images")
     parser.add_argument("--test-good", type=int, default=30)
     parser.add_argument("--test-per-defect", type=int, default=15)
-    parser.add_argument("--crop", type=int, default=192, help="side of the window cut from the 512 px photo")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--crop",
+        type=int,
+        help="side of the window cut from the photo (default: 192 px; 256 and 320 for the "
+        "larger hubble_deep_field and retina)",
+    )
+    parser.add_argument(
+        "--defects", default=",".join(DEFECT_KINDS), help="test defect kinds, comma-separated (default: all)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="0 for reporting, 1 for validation sets to choose on")
     parser.add_argument(
         "--contamination",
         type=float,
@@ -64,7 +75,7 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
 
         try:
             summary = make_texture_dataset(
-                args.texture,
+                args.texture or args.photo,
                 args.out,
                 image_size=args.image_size,
                 train=args.train,
@@ -73,6 +84,7 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
                 crop=args.crop,
                 seed=args.seed,
                 contamination=args.contamination,
+                defects=[k.strip() for k in args.defects.split(",") if k.strip()],
             )
         except (ValueError, FileExistsError) as exc:
             raise UserError(str(exc)) from exc

@@ -1,7 +1,14 @@
-"""Build a small MVTec-AD-style dataset from a real texture photograph, with no download.
+"""Build a small MVTec-AD-style dataset from a real photograph of a surface, with no download.
 
-scikit-image ships three 512×512 grey photographs of real surfaces (``brick``, ``grass``, ``gravel``). This
-module cuts random windows out of one of them and writes::
+scikit-image ships photographs this module cuts sets from, in two roles (:data:`SURFACES`):
+
+* development surfaces, the 512×512 grey photos ``brick``, ``grass`` and ``gravel``: presets, defaults and any
+  other choice are made on these (with validation seeds, ``seed=1``);
+* held-out surfaces, ``cell`` (the plain left part of the micrograph), ``hubble_deep_field`` and ``retina`` (the
+  square inside the fundus): figures are reported on these, nothing is chosen on them.
+
+A user's own photo (any image file) works the same way (:func:`make_texture_dataset` with a path). The module
+cuts random windows out of one photo and writes::
 
     OUT/train/good/000.png ...
     OUT/test/good/000.png ...
@@ -11,7 +18,8 @@ module cuts random windows out of one of them and writes::
 Training windows come from the top band of the photo and test windows from the disjoint bottom band, so no test
 image is a copy of a training image. Test defects are painted at generation time and are of kinds a
 Perlin-noise defect simulator never makes (in the spirit of the MemSeg paper's §4.7 toy set): thin
-``scratch`` lines, dark branching ``crack`` polylines, smooth ``stain`` blobs and regular filled ``shape``\\ s.
+``scratch`` lines, dark branching ``crack`` polylines, smooth ``stain`` blobs, regular filled ``shape``\\ s,
+clusters of small ``pit``\\ s (dents lit from one side) and ``smear``\\ s (the surface blurred along a stroke).
 Masks are exact: the set of painted pixels, and every pixel outside the mask equals the clean crop.
 
 Images are 8-bit, 3-channel PNG files (grey replicated, except that a stain may carry a slight tint); masks are
@@ -23,14 +31,35 @@ from __future__ import annotations
 import functools
 import json
 import math
+import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
-DEFECT_KINDS: tuple[str, ...] = ("scratch", "crack", "stain", "shape")
+
+@dataclass(frozen=True)
+class Surface:
+    """A scikit-image photo a set can be cut from: its role, the part of it that is surface, the default window."""
+
+    role: str  # "development" or "held-out"
+    region: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0)  # top, bottom, left, right (fractions)
+    crop: int = 192  # default window side in photo pixels
+
+
+SURFACES: dict[str, Surface] = {
+    "brick": Surface("development"),
+    "grass": Surface("development"),
+    "gravel": Surface("development"),
+    "cell": Surface("held-out", region=(0.0, 1.0, 0.0, 0.65)),  # left of the one large cell (cols 375-482)
+    "hubble_deep_field": Surface("held-out", crop=256),
+    "retina": Surface("held-out", region=(0.155, 0.845, 0.155, 0.845), crop=320),  # the square inside the disc
+}
+TEXTURES: tuple[str, ...] = tuple(name for name, s in SURFACES.items() if s.role == "development")
+HELD_OUT: tuple[str, ...] = tuple(name for name, s in SURFACES.items() if s.role == "held-out")
+DEFECT_KINDS: tuple[str, ...] = ("scratch", "crack", "stain", "shape", "pit", "smear")
 
 #: Hidden file in the dataset root that marks the folder as written by :func:`make_texture_dataset` and lists
 #: the files it wrote, so that a re-run may replace exactly those files and nothing else.
@@ -46,30 +75,42 @@ MIN_COVERAGE = 0.002
 MAX_COVERAGE = 0.05
 #: Minimum difference between the mean of the defect pixels and the mean of the background around them.
 MIN_CONTRAST = 40.0
+#: Minimum mean absolute change of the pixels of a defect that changes texture rather than level (``smear``).
+MIN_CHANGE = 15.0
 
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # fast; level 3+ saves ~10 % size at twice the time
-_MARKER_VERSION = 1
+_MARKER_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Photos
 
 
+def _grey(image: np.ndarray, origin: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2GRAY)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"{origin} is {image.shape} {image.dtype}, expected an 8-bit grey or colour image")
+    return image
+
+
 @functools.cache
 def _load_texture_cached(name: str) -> np.ndarray:
     import skimage.data  # lazy: only needed when a dataset is actually built
 
-    image = np.asarray(getattr(skimage.data, name)())
-    if image.ndim == 3:
-        image = cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2GRAY)
-    if image.ndim != 2 or image.dtype != np.uint8:
-        raise RuntimeError(f"skimage.data.{name}() returned {image.shape} {image.dtype}, expected H×W uint8")
+    image = _grey(getattr(skimage.data, name)(), f"skimage.data.{name}()")
+    top, bottom, left, right = SURFACES[name].region
+    height, width = image.shape
+    image = np.ascontiguousarray(
+        image[round(top * height) : round(bottom * height), round(left * width) : round(right * width)]
+    )
     image.setflags(write=False)
     return image
 
 
 def load_texture(name: str) -> np.ndarray:
-    """Return the scikit-image texture photo ``name`` (one of :data:`TEXTURES`) as an H×W uint8 array.
+    """Return the surface part of the scikit-image photo ``name`` (one of :data:`SURFACES`) as an H×W uint8 array.
 
     The photo is read on first use and cached; the caller gets its own writable copy.
     """
@@ -78,8 +119,32 @@ def load_texture(name: str) -> np.ndarray:
 
 
 def _check_texture(name: object) -> None:
-    if name not in TEXTURES:
-        raise ValueError(f"unknown texture {name!r}: choose one of {', '.join(TEXTURES)}")
+    if name not in SURFACES:
+        raise ValueError(
+            f"unknown texture {name!r}: choose one of {', '.join(TEXTURES)} (development) or {', '.join(HELD_OUT)} "
+            "(held-out), or give the path of a photo of your own surface"
+        )
+
+
+def read_photo(texture: str | Path) -> tuple[np.ndarray, str, int]:
+    """The grey photo a set is cut from, its name and a number that seeds its windows: a :data:`SURFACES` name, or
+    the path of an image file of the user's own surface."""
+    if isinstance(texture, str) and texture in SURFACES:
+        return _load_texture_cached(texture), texture, list(SURFACES).index(texture)
+    path = Path(texture)
+    if isinstance(texture, str) and not path.is_file():
+        _check_texture(texture)
+    if not path.is_file():
+        raise ValueError(f"photo not found: {path}; give the path of an image file of the surface")
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ValueError(f"cannot read {path} as an image: give a PNG, JPEG, BMP or TIFF photo of the surface")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.ndim == 3:  # OpenCV reads BGR(A)
+        image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
+    return _grey(image, str(path)), path.stem, zlib.crc32(data.tobytes())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -99,7 +164,8 @@ def paste_defect(
     ``image`` is H×W or H×W×3 uint8 (BGR). Returns ``(defective, mask)``: ``defective`` has the input's shape
     and dtype, ``mask`` is H×W uint8 with 255 exactly on the painted pixels and 0 elsewhere; every pixel where
     ``mask == 0`` equals the input. The defect covers about 0.2 %–5 % of the image and its mean differs from
-    the mean of the surrounding background by at least ~40 grey levels (candidates are redrawn until both hold;
+    the mean of the surrounding background by at least ~40 grey levels (a ``smear`` instead changes its pixels
+    by at least 15 grey levels on average; candidates are redrawn until both hold;
     after ``max_tries`` the closest candidate is returned). ``avoid_texture`` keeps a ``shape`` filled with a
     foreign photo from using that texture (pass the texture of ``image``).
     """
@@ -134,9 +200,13 @@ def paste_defect(
         out = source.copy()
         out[mask] = layer[mask]
         out_grey = (cv2.cvtColor(out, cv2.COLOR_BGR2GRAY) if colour else out).astype(np.float32)
-        contrast = abs(float(out_grey[mask].mean()) - background)
         coverage = area / (h * w)
-        shortfall = max(0.0, MIN_CONTRAST - contrast) / MIN_CONTRAST
+        if painter.changes_texture:
+            change = float(np.abs(out_grey[mask] - grey[mask]).mean())
+            shortfall = max(0.0, MIN_CHANGE - change) / MIN_CHANGE
+        else:
+            contrast = abs(float(out_grey[mask].mean()) - background)
+            shortfall = max(0.0, MIN_CONTRAST - contrast) / MIN_CONTRAST
         if coverage < MIN_COVERAGE:
             shortfall += (MIN_COVERAGE - coverage) / MIN_COVERAGE
         elif coverage > MAX_COVERAGE:
@@ -190,14 +260,15 @@ class _Canvas:
     def level(self, rng: np.random.Generator, lo: float, hi: float, sign: int = 0) -> float:
         """A grey level ``lo``..``hi`` (plus half the local spread) brighter or darker than the background.
 
-        ``sign`` +1 / -1 forces the side; 0 picks one at random, and switches if that side has no head-room.
-        Busy textures (gravel, grass) get the extra margin so a defect does not vanish among their shadows.
+        ``sign`` +1 / -1 prefers a side; 0 picks one at random. Either switches where that side has no head-room
+        and the other has (a dark crack on a black sky would not be seen). Busy textures (gravel, grass) get the
+        extra margin so a defect does not vanish among their shadows.
         """
         delta = float(rng.uniform(lo, hi)) + 0.5 * self.spread
         if sign == 0:
             sign = 1 if rng.random() < 0.5 else -1
-            if not 0.0 <= self.background + sign * delta <= 255.0:
-                sign = -sign
+        if not 0.0 <= self.background + sign * delta <= 255.0 and 0.0 <= self.background - sign * delta <= 255.0:
+            sign = -sign
         return float(np.clip(self.background + sign * delta, 0.0, 255.0))
 
     def layer(self, values: np.ndarray, tint: Sequence[float] | None = None) -> np.ndarray:
@@ -367,14 +438,79 @@ def _shape_paint(rng: np.random.Generator, c: _Canvas) -> np.ndarray:
     return c.layer(values)
 
 
+# pit: a cluster of small round dents, dark inside, their rim lit from one side
+
+
+def _pit_geometry(rng: np.random.Generator, h: int, w: int, scale: float) -> tuple[np.ndarray, list]:
+    canvas = np.zeros((h, w), np.uint8)
+    centre = _random_point(rng, h, w, 0.15 * min(h, w))
+    pits = []
+    for _ in range(int(rng.integers(2, 7))):
+        radius = max(1.5, rng.uniform(4.0, 9.0) * scale)
+        x, y = centre + rng.normal(0, 14 * scale, size=2)
+        cv2.circle(canvas, (round(x), round(y)), round(radius), 255, thickness=-1, lineType=cv2.LINE_8)
+        pits.append((x, y, radius))
+    return canvas > 0, pits
+
+
+def _pit_paint(rng: np.random.Generator, c: _Canvas) -> np.ndarray:
+    h, w = c.grey.shape
+    level = c.level(rng, 60, 110, sign=-1)
+    light = rng.uniform(0, 2 * math.pi)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    shading = np.zeros((h, w), np.float32)
+    for x, y, radius in c.aux:
+        along = ((xs - x) * math.cos(light) + (ys - y) * math.sin(light)) / max(radius, 1.0)
+        near = (xs - x) ** 2 + (ys - y) ** 2 <= (radius + 1) ** 2
+        shading[near] = np.clip(along[near], 0.0, 1.0)  # the far wall catches the light
+    lit = np.clip(level + 0.6 * (c.background - level) * shading, 0, 255)
+    return c.layer(lit + rng.normal(0, 3, size=(h, w)))
+
+
+# smear: a stroke along which the surface is blurred (grease, a wiped wet spot), slightly lighter or darker
+
+
+def _smear_geometry(rng: np.random.Generator, h: int, w: int, scale: float) -> tuple[np.ndarray, tuple]:
+    length = rng.uniform(30, 70) * scale
+    width = rng.uniform(8, 18) * scale
+    angle = rng.uniform(0, math.pi)
+    centre = _random_point(rng, h, w, 0.5 * length + width)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = (xs - centre[0]) * math.cos(angle) + (ys - centre[1]) * math.sin(angle)
+    v = -(xs - centre[0]) * math.sin(angle) + (ys - centre[1]) * math.cos(angle)
+    wobble = 0.3 * width * np.sin(u / max(length, 1.0) * rng.uniform(2, 5) + rng.uniform(0, 2 * math.pi))
+    field = np.exp(-((u / (0.5 * length)) ** 4) - ((v - wobble) / (0.5 * width)) ** 2)
+    return field >= 0.3, (field, angle, length)
+
+
+def _smear_paint(rng: np.random.Generator, c: _Canvas) -> np.ndarray:
+    field, angle, length = c.aux
+    size = max(3, int(0.4 * length) | 1)
+    kernel = np.zeros((size, size), np.float32)
+    half = size // 2
+    dx, dy = math.cos(angle) * half, math.sin(angle) * half
+    cv2.line(kernel, (round(half - dx), round(half - dy)), (round(half + dx), round(half + dy)), 1.0, 1)
+    kernel /= kernel.sum()
+    blurred = cv2.filter2D(c.source, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    blurred = cv2.GaussianBlur(blurred, (0, 0), max(1.0, 0.05 * length)).astype(np.float32)
+    shift = rng.uniform(15, 35) * (1 if rng.random() < 0.5 else -1)
+    alpha = np.clip(field / 0.6, 0.0, 1.0)
+    if c.source.ndim == 3:
+        alpha = alpha[..., None]
+    mixed = c.source.astype(np.float32) * (1 - alpha) + (blurred + shift) * alpha
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
 class _Painter:
     def __init__(
         self,
         geometry: Callable[[np.random.Generator, int, int, float], tuple[np.ndarray, object]],
         paint: Callable[[np.random.Generator, _Canvas], np.ndarray],
+        changes_texture: bool = False,
     ) -> None:
         self.geometry = geometry
         self.paint = paint
+        self.changes_texture = changes_texture  # visible as changed pixels (MIN_CHANGE), not as a level
 
 
 _PAINTERS = {
@@ -382,6 +518,8 @@ _PAINTERS = {
     "crack": _Painter(_crack_geometry, _crack_paint),
     "stain": _Painter(_stain_geometry, _stain_paint),
     "shape": _Painter(_shape_geometry, _shape_paint),
+    "pit": _Painter(_pit_geometry, _pit_paint),
+    "smear": _Painter(_smear_geometry, _smear_paint, changes_texture=True),
 }
 
 
@@ -472,16 +610,19 @@ def make_texture_dataset(
     train: int = 200,
     test_good: int = 30,
     test_per_defect: int = 15,
-    crop: int = 192,
+    crop: int | None = None,
     seed: int = 0,
     contamination: float = 0.0,
+    defects: Sequence[str] = DEFECT_KINDS,
 ) -> dict:
-    """Write an MVTec-AD-style dataset cut from the scikit-image photo ``texture`` into ``out``; return a summary.
+    """Write an MVTec-AD-style dataset cut from the photo ``texture`` (a :data:`SURFACES` name or an image file)
+    into ``out``; return a summary.
 
-    ``train`` good training images, ``test_good`` good test images and ``test_per_defect`` images of each of
-    :data:`DEFECT_KINDS` (with masks under ``ground_truth``), all ``image_size``×``image_size`` 3-channel PNG,
-    each a ``crop``×``crop`` window of the photo. ``out`` must be missing, empty, or a dataset an earlier call
-    wrote (its files are then replaced); anything else raises :class:`FileExistsError` and is left untouched.
+    ``train`` good training images, ``test_good`` good test images and ``test_per_defect`` images of each kind in
+    ``defects`` (with masks under ``ground_truth``), all ``image_size``×``image_size`` 3-channel PNG, each a
+    ``crop``×``crop`` window of the photo (default: the surface's, 192 px for a file). ``out`` must be missing,
+    empty, or a dataset an earlier call wrote (its files are then replaced); anything else raises
+    :class:`FileExistsError` and is left untouched.
     Raises :class:`ValueError` for an unknown texture or impossible sizes or counts. The same arguments always
     give byte-identical files, and image ``i`` of a split does not depend on how many images the split has.
 
@@ -494,13 +635,18 @@ def make_texture_dataset(
     ``train_contamination/<defect>/`` and the summary lists them under ``contaminated``. The clean images are the
     same as without contamination.
     """
-    _check_texture(texture)
+    photo, texture, texture_id = read_photo(texture)
     _check_int("image_size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-    photo = _load_texture_cached(texture)
     height, width = photo.shape
     max_crop = min(height // 2, width)
+    if crop is None:
+        crop = min(SURFACES[texture].crop if texture in SURFACES else 192, max_crop)
     why = f" (train and test windows come from disjoint row bands of the {width}×{height} {texture} photo)"
     _check_int("crop", crop, MIN_CROP, max_crop, why)
+    defects = tuple(defects)
+    unknown = sorted(set(defects) - set(DEFECT_KINDS))
+    if unknown or not defects or len(set(defects)) != len(defects):
+        raise ValueError(f"defects {', '.join(defects) or '(none)'}: give distinct kinds of {', '.join(DEFECT_KINDS)}")
     for name, value in (("train", train), ("test_good", test_good), ("test_per_defect", test_per_defect)):
         _check_int(name, value, 0)
     _check_int("seed", seed, 0)
@@ -510,18 +656,16 @@ def make_texture_dataset(
     out = Path(out)
     train_rows, test_rows = _row_bands(height, crop)
     plan: list[tuple[str, str, int]] = [("train", "good", train), ("test", "good", test_good)]
-    plan += [("test", kind, test_per_defect) for kind in DEFECT_KINDS]
+    plan += [("test", kind, test_per_defect) for kind in defects]
     digits = max(3, len(str(max(train, test_good, test_per_defect, 1) - 1)))
 
     def name(i: int) -> str:
         return f"{i:0{digits}d}"
 
     files = [f"{split}/{label}/{name(i)}.png" for split, label, n in plan for i in range(n)]
-    files += [f"ground_truth/{kind}/{name(i)}_mask.png" for kind in DEFECT_KINDS for i in range(test_per_defect)]
-    picked = np.random.default_rng([seed, TEXTURES.index(texture), len(plan)]).permutation(train)
-    contaminated = {
-        int(i): DEFECT_KINDS[j % len(DEFECT_KINDS)] for j, i in enumerate(picked[: round(contamination * train)])
-    }
+    files += [f"ground_truth/{kind}/{name(i)}_mask.png" for kind in defects for i in range(test_per_defect)]
+    picked = np.random.default_rng([seed, texture_id, len(plan)]).permutation(train)
+    contaminated = {int(i): defects[j % len(defects)] for j, i in enumerate(picked[: round(contamination * train)])}
     files += [f"train_contamination/{kind}/{name(i)}_mask.png" for i, kind in sorted(contaminated.items())]
     summary = {
         "texture": texture,
@@ -530,7 +674,8 @@ def make_texture_dataset(
         "seed": seed,
         "train_rows": list(train_rows),
         "test_rows": list(test_rows),
-        "defect_kinds": list(DEFECT_KINDS),
+        "role": SURFACES[texture].role if texture in SURFACES else "user",
+        "defect_kinds": list(defects),
         "counts": {f"{split}/{label}": n for split, label, n in plan},
     }
     if contaminated:
@@ -542,7 +687,7 @@ def make_texture_dataset(
     _prepare_folder(out)
     for split, label, _ in plan:
         (out / split / label).mkdir(parents=True, exist_ok=True)
-    for kind in DEFECT_KINDS:
+    for kind in defects:
         (out / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
     for kind in set(contaminated.values()):
         (out / "train_contamination" / kind).mkdir(parents=True, exist_ok=True)
@@ -555,8 +700,9 @@ def make_texture_dataset(
     }
     (out / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
-    texture_id = TEXTURES.index(texture)
-    for split_id, (split, label, n) in enumerate(plan):
+    for split, label, n in plan:
+        # a kind's images do not depend on which other kinds are asked for
+        split_id = 0 if split == "train" else 1 if label == "good" else 2 + DEFECT_KINDS.index(label)
         rows = train_rows if split == "train" else test_rows
         for i in range(n):
             rng = np.random.default_rng([seed, texture_id, split_id, i])

@@ -77,6 +77,40 @@ def option_types(cls: type) -> dict[str, type]:
     }
 
 
+def _typed(cls: type, name: str, text: str, flag: str) -> object:
+    """``text`` as the type of field ``name`` of ``cls`` (``None`` if ``cls`` has no such field)."""
+    kind = option_types(cls).get(name)
+    if kind is None:
+        return None
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise DataError(f"{flag}: {name}={text}: write true or false")
+        return text.lower() == "true"
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{flag}: {name}={text} is not a {kind.__name__}") from None
+
+
+def parse_model(item: str, flag: str) -> tuple[str, dict]:
+    """``"rb-ae:map=difference"`` → ``("rb-ae", {"map": "difference"})``: a registered name and typed values of
+    options it has (a clear error naming ``flag`` otherwise)."""
+    name, *options = item.strip().split(":")
+    if not name:
+        raise DataError(f"{flag}: an empty model name; write names separated by commas")
+    spec = get_spec(name)
+    values: dict = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise DataError(f"{flag}: {name}:{option}: write option=value, e.g. rb-ae:map=difference")
+        typed = _typed(spec.config, key, value, flag)
+        values[key] = typed if typed is not None else _typed(spec.training, key, value, flag)
+    spec.options(values)  # refuses an option the model does not have
+    return name, values
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
 
 

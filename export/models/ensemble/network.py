@@ -23,7 +23,7 @@ from torch import nn
 from export.errors import DataError
 from export.graph.score_head import ScoreHead
 from export.models.base import AnomalyModel
-from export.models.registry import get_spec, option_types
+from export.models.registry import get_spec, parse_model
 
 SCORE_AREA = 600 / 128**2  # the image score's share of the map, picked on validation sets at 128 px
 DEFAULT_MEMBERS = "trustmae,rb-ae:map=difference,cma-ae:stage1_iterations=200:stage2_iterations=200"
@@ -55,42 +55,12 @@ class EnsembleConfig:
         return self.top_k if self.top_k is not None else round(SCORE_AREA * self.image_size**2)
 
 
-def _typed(cls: type, name: str, text: str) -> object:
-    """``text`` as the type of field ``name`` of ``cls`` (``None`` if ``cls`` has no such field)."""
-    kind = option_types(cls).get(name)
-    if kind is None:
-        return None
-    if kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise DataError(f"--members: {name}={text}: write true or false")
-        return text.lower() == "true"
-    try:
-        return kind(text)
-    except (TypeError, ValueError):
-        raise DataError(f"--members: {name}={text} is not a {kind.__name__}") from None
-
-
 def parse_members(text: str) -> list[tuple[str, dict]]:
     """``"trustmae,rb-ae:map=difference"`` → ``[("trustmae", {}), ("rb-ae", {"map": "difference"})]``, every
     name registered and every option one its model has (a clear error otherwise)."""
-    members = []
-    for item in (part.strip() for part in text.split(",")):
-        name, *options = item.split(":")
-        if not name:
-            raise DataError(f"--members {text!r}: an empty member; write names separated by commas")
-        if name == "ensemble":
-            raise DataError("--members: an ensemble cannot hold an ensemble")
-        spec = get_spec(name)
-        values: dict = {}
-        for option in options:
-            key, sep, value = option.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep:
-                raise DataError(f"--members: {name}:{option}: write option=value, e.g. rb-ae:map=difference")
-            typed = _typed(spec.config, key, value)
-            values[key] = typed if typed is not None else _typed(spec.training, key, value)
-        spec.options(values)  # refuses an option the model does not have
-        members.append((name, values))
+    members = [parse_model(item, "--members") for item in text.split(",")]
+    if any(name == "ensemble" for name, _ in members):
+        raise DataError("--members: an ensemble cannot hold an ensemble")
     if len(members) < 2:
         raise DataError(f"--members {text!r}: an ensemble needs at least two members")
     if len({get_spec(name).model.normalisation for name, _ in members}) > 1:
