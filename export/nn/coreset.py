@@ -4,6 +4,10 @@ already picked, again and again, so the picked points cover the whole set (minim
 Distances are measured after a Gaussian random projection to at most ``projection`` dimensions (the paper's
 Johnson–Lindenstrauss speed-up; the paper projects to 128, PatchCore's CPU preset to 32, which keeps 50,000
 projected points in cache and picks 10× faster on a 2-core CPU); the picked indices refer to the full features.
+
+On a CPU the loop runs on one thread: each pick is a few small operations, and waking a second thread for each
+costs more than it saves (on a 2-core CPU with other work running, 48 ms a pick on two threads against 1.1 ms on
+one, 61,440 × 64 features).
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ def greedy_coreset(
     """Indices (``count``, in picking order) of a greedy coreset of ``features`` (``N×D``), picked on ``device``
     (default: where ``features`` are). On a GPU the loop runs without a host round trip per pick."""
     device = features.device if device is None else torch.device(device)
+    if device.type == "cpu" and torch.get_num_threads() > 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return greedy_coreset(features, count, rng, projection, device)
+        finally:
+            torch.set_num_threads(threads)
     n, dim = features.shape
     count = max(1, min(count, n))
     points = features.to(device, torch.float32)
