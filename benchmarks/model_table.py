@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="dataset and training seeds, comma-separated (default 0)")
     parser.add_argument(
         "--models",
-        help="models and variants, comma-separated, options after colons (rb-ae:map=difference); default: every "
-        "registered model at its CPU preset",
+        nargs="+",
+        help="models and variants, options after colons (rb-ae:map=difference patchcore:levels=2,3); default: "
+        "every registered model at its CPU preset",
     )
     parser.add_argument("--work", required=True, type=Path, help="folder for the sets and checkpoints (reused)")
     parser.add_argument("--out", required=True, type=Path, help="folder for table.md and rows.json")
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [s for s in surfaces if s not in SURFACES]
         if unknown or not surfaces or not seeds:
             parser.error(f"--sets {args.sets}: give surfaces of {', '.join(SURFACES)}")
-        models = [parse_model(item, "--models") for item in _list(args.models or ",".join(model_names()))]
+        models = [parse_model(item, "--models") for item in args.models or model_names()]
         counts = {k: getattr(args, k) for k in ("image_size", "train", "test_good", "test_per_defect")}
         rows = list(run(models, surfaces, seeds, args.work, counts, args.frames))
     except ValueError as exc:

@@ -54,6 +54,27 @@ def test_map_is_the_smoothed_patch_distance_and_non_negative() -> None:
     assert model.score_kind == "distance" and model.score_head.kind == "max"
 
 
+def test_border_patches_average_with_the_zero_padding() -> None:
+    """A corner patch's 3×3 average is its 4 pixels over 9 (the padding counted), an edge patch's 6 over 9; inside,
+    both poolings agree. ``pool_zero_padding=False`` divides by the pixels inside the image instead."""
+    from export.models.patchcore.network import patch_features
+
+    trunk = untrained_trunk("efficientnet_lite0").eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        padded = patch_features(trunk, x, (1, 2), zero_padding=True)
+        unpadded = patch_features(trunk, x, (1, 2), zero_padding=False)
+        level1 = trunk.features(x, deepest=1)[1]
+    first = level1.shape[1]
+    torch.testing.assert_close(padded[0, :first, 0, 0], level1[0, :, :2, :2].sum(dim=(1, 2)) / 9)
+    torch.testing.assert_close(unpadded[0, :first, 0, 0], level1[0, :, :2, :2].mean(dim=(1, 2)))
+    torch.testing.assert_close(padded[0, :first, 0, 5], level1[0, :, :2, 4:7].sum(dim=(1, 2)) / 9)
+    torch.testing.assert_close(padded[:, :first, 1:-1, 1:-1], unpadded[:, :first, 1:-1, 1:-1])
+    model = PatchCore(PatchCoreConfig(image_size=64), trunk, torch.randn(10, padded.shape[1]))
+    with torch.no_grad():
+        torch.testing.assert_close(model.patch_features(x), padded)
+
+
 def test_greedy_coreset_covers_every_cluster_and_beats_random_picks() -> None:
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 50, (6, 16))

@@ -5,7 +5,10 @@ Data flow for a normalised ``B×3×S×S`` input:
 
 * Trunk (frozen, ImageNet weights by default): two consecutive middle levels (``levels``; ``1,2`` = strides 4
   and 8), each averaged over its 3×3 neighbourhood, the deeper one upsampled bilinearly to the shallower one's
-  grid, concatenated: one D-dimensional feature per patch.
+  grid, concatenated: one D-dimensional feature per patch. The averages count the zero padding
+  (``pool_zero_padding``, as the paper's code and anomalib do): a border patch's feature shrinks, and with it the
+  trunk's own border artefacts, which otherwise make good images' borders the most anomalous patches (on the
+  validation sets at 128 px, image AUROC grass 0.636 → 0.828, gravel 0.602 → 0.805, brick 0.930 → 0.970).
 * Nearest neighbour in the bank ``B`` (M×D, the coreset): squared distances ‖x‖² − 2·x·Bᵀ + ‖B‖², the last two
   terms as a 1×1 convolution with −2·B as weights and ‖B‖² as bias, written as a matrix product over the
   patches so that the bank axis is last (in chunks of the bank; ‖x‖² is the same for every bank vector, so the
@@ -49,6 +52,7 @@ class PatchCoreConfig:
     top_k: int = 1
     reweight: bool = False
     reweight_neighbours: int = 9
+    pool_zero_padding: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,12 +72,13 @@ class PatchCoreConfig:
         return sigma_pixels(self.sigma, self.image_size)
 
 
-def patch_features(trunk: Trunk, x: torch.Tensor, levels: tuple[int, int]) -> torch.Tensor:
+def patch_features(trunk: Trunk, x: torch.Tensor, levels: tuple[int, int], zero_padding: bool = True) -> torch.Tensor:
     """``B×D×h×w`` locally aware patch features of the two trunk ``levels`` (h = S / stride of the first): each
-    averaged over its 3×3 neighbourhood, the deeper upsampled to the shallower's grid, concatenated."""
+    averaged over its 3×3 neighbourhood (counting the zero padding or not), the deeper upsampled to the
+    shallower's grid, concatenated."""
     outputs = trunk.features(x, deepest=levels[1])
     first, second = (
-        F.avg_pool2d(outputs[i], kernel_size=3, stride=1, padding=1, count_include_pad=False) for i in levels
+        F.avg_pool2d(outputs[i], kernel_size=3, stride=1, padding=1, count_include_pad=zero_padding) for i in levels
     )
     second = F.interpolate(second, size=first.shape[-2:], mode="bilinear", align_corners=False)
     return torch.cat([first, second], dim=1)
@@ -116,7 +121,7 @@ class PatchCore(AnomalyModel):
         self.chunks = i + 1
 
     def patch_features(self, x: torch.Tensor) -> torch.Tensor:
-        return patch_features(self.trunk, x, (self.first_level, self.second_level))
+        return patch_features(self.trunk, x, (self.first_level, self.second_level), self.config.pool_zero_padding)
 
     def nearest(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance ``B×h×w`` of each patch to its nearest bank vector, and that vector's index ``B×h×w``."""

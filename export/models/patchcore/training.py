@@ -57,7 +57,8 @@ def train_patchcore(run: TrainRun) -> tuple[PatchCore, dict]:
         for start in tqdm(
             range(0, len(images), options.batch_size), desc="patchcore features", disable=not run.progress
         ):
-            features = patch_features(trunk, to_batch(images[start : start + options.batch_size], run.device), levels)
+            batch = to_batch(images[start : start + options.batch_size], run.device)
+            features = patch_features(trunk, batch, levels, config.pool_zero_padding)
             chunks.append(features.permute(0, 2, 3, 1).flatten(0, 2).cpu())
     patches = torch.cat(chunks)
     started = time.perf_counter()
