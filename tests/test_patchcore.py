@@ -121,6 +121,16 @@ def test_a_bank_too_large_for_the_target_is_refused_with_the_fix(monkeypatch) ->
         random_model(10).prepare_for_export("fp16")
 
 
+def test_the_bank_never_exceeds_max_bank(brick_dataset: Path, tmp_path: Path) -> None:
+    from export.train import train
+
+    values = {"image_size": 64, "coreset": 0.5, "max_bank": 100}
+    summary = train("patchcore", brick_dataset, tmp_path / "p.pt", values, device="cpu", progress=False)
+    assert summary["patch_features"] == 12 * 16 * 16 and summary["bank_vectors"] == 100
+    with pytest.raises(UserError, match="--max-bank"):
+        train("patchcore", brick_dataset, tmp_path / "q.pt", {"max_bank": 0}, device="cpu", progress=False)
+
+
 @pytest.fixture(scope="module")
 def patchcore_checkpoint(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     from export.train import train

@@ -16,7 +16,8 @@ Data flow for a normalised ``B×3×S×S`` input:
   is then computed directly as ‖x − b‖: the expansion alone loses small distances to cancellation in FP32, and
   the small distances are the ones that separate good patches from slightly odd ones.
 * Anomaly map: the patch distances upsampled bilinearly to S×S and smoothed with a Gaussian (σ = 8 px at 256 px,
-  scaled with the image size: 4 px at 128 px, as anomalib's; chosen on the validation sets over 4 px at 256 px). Image score: the map's maximum (the shared score head with ``score = max``).
+  scaled with the image size: 4 px at 128 px, as anomalib's; chosen on the validation sets over 4 px at 256 px).
+  Image score: the map's maximum (the shared score head with ``score = max``).
 * Optional re-weighting (the paper's Eq. 7, ``reweight``): the most anomalous patch x* with nearest bank vector
   m*, its distances to m* and m*'s ``reweight_neighbours − 1`` nearest bank vectors; the weight
   1 − softmax(distances)[m*] scales the whole map of that image, so the map's maximum is the re-weighted score.
