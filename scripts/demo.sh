@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The newcomer's first command. With no GPU and no camera it does the whole job:
-#   install → texture demo set → train MemSeg on the CPU → evaluate → export ONNX (FP32 and INT8) → calibrate →
+#   install → texture demo set → train the default model (PatchCore) on the CPU → evaluate → export ONNX (FP32,
+#   and INT8 where the model allows it) → calibrate →
 #   choose the fastest CPU path whose verdicts do not move (scripts/demo_path.py) → stream the test images
 #   through an emulated Basler camera into edge-run at half that path's rate → watch the verdicts arrive in
 #   edge-listen, and in a stand-in PLC through edge-bridge (OPC UA and Modbus TCP) → verdict table.
@@ -24,37 +25,37 @@ edge-dataset --texture brick --out "$out/data" --image-size 128 > /dev/null
 edge-dataset --texture brick --out "$out/calibration" --image-size 128 --train 0 --test-good 100 \
   --test-per-defect 0 --seed 1 > /dev/null
 
-step "training MemSeg on the CPU (128 px, 300 iterations; the progress bar shows loss and ETA)"
-edge-train --data "$out/data" --out "$out/memseg.pt" --image-size 128 --iterations 300 --device cpu > "$out/train.json"
+step "training the default model (PatchCore: ImageNet features of the good parts, a memory bank of them) on the CPU, 128 px"
+edge-train --data "$out/data" --out "$out/model.pt" --image-size 128 --device cpu > "$out/train.json"
 
 step "evaluating on the held-out test images → $out/eval.png (every image, its ground truth and anomaly map)"
-edge-eval --checkpoint "$out/memseg.pt" --data "$out/data" --device cpu --grid "$out/eval.png" --all > "$out/eval.json"
+edge-eval --checkpoint "$out/model.pt" --data "$out/data" --device cpu --grid "$out/eval.png" --all > "$out/eval.json"
 
 step "exporting the graph the line runs: Mono8 128x128 frame in, score and anomaly map out"
-edge-export --checkpoint "$out/memseg.pt" --out "$out/memseg.onnx" --pixel-format mono8 --precision fp32 \
+edge-export --checkpoint "$out/model.pt" --out "$out/model.onnx" --pixel-format mono8 --precision fp32 \
   --max-batch 4 > /dev/null
-edge-verify --engine "$out/memseg.onnx" --reference "$out/memseg.pt" --data "$out/data" --limit 30 > "$out/verify.json"
+edge-verify --engine "$out/model.onnx" --reference "$out/model.pt" --data "$out/data" --limit 30 > "$out/verify.json"
 
-step "calibrating on 100 held-out good images (target: 1 % false rejects) → $out/memseg.onnx.calibration/"
-edge-calibrate --engine "$out/memseg.onnx" --good "$out/calibration/test/good" --target-false-reject 0.01 \
+step "calibrating on 100 held-out good images (target: 1 % false rejects) → $out/model.onnx.calibration/"
+edge-calibrate --engine "$out/model.onnx" --good "$out/calibration/test/good" --target-false-reject 0.01 \
   > "$out/calibration.json"
 
 step "INT8 export calibrated on the good parts, refused by its fidelity gate if a verdict would move"
-if ! edge-export --checkpoint "$out/memseg.pt" --out "$out/memseg-int8.onnx" --pixel-format mono8 --precision int8 \
+if ! edge-export --checkpoint "$out/model.pt" --out "$out/model-int8.onnx" --pixel-format mono8 --precision int8 \
   --max-batch 4 --calibration-images "$out/calibration/test/good" --verify-data "$out/data" > "$out/int8.log" 2>&1; then
   tail -n 1 "$out/int8.log"
-  rm -f "$out/memseg-int8.onnx"
+  rm -f "$out/model-int8.onnx"
 fi
 int8=()
-if [ -f "$out/memseg-int8.onnx" ]; then
-  edge-calibrate --engine "$out/memseg-int8.onnx" --good "$out/calibration/test/good" --target-false-reject 0.01 \
+if [ -f "$out/model-int8.onnx" ]; then
+  edge-calibrate --engine "$out/model-int8.onnx" --good "$out/calibration/test/good" --target-false-reject 0.01 \
     > /dev/null
-  int8=(--int8 "$out/memseg-int8.onnx")
+  int8=(--int8 "$out/model-int8.onnx")
 fi
 
 step "choosing the line's path: every CPU way timed side by side (edge-bench), reduced precision checked on the test set"
-read -r backend precision engine rate name < <(python3 scripts/demo_path.py --out "$out" --engine "$out/memseg.onnx" \
-  "${int8[@]}" --reference "$out/memseg.pt" --data "$out/data")
+read -r backend precision engine rate name < <(python3 scripts/demo_path.py --out "$out" --engine "$out/model.onnx" \
+  "${int8[@]}" --reference "$out/model.pt" --data "$out/data")
 # Half the engine's own rate: the engine takes both cores while it runs, and the rest of the line (capture,
 # publishing, the reject pictures, edge-bridge, the stand-in PLC, edge-listen) needs the same cores between frames.
 fps=$(python3 -c 'import sys; print(round(0.5 * float(sys.argv[1]), 1))' "$rate")

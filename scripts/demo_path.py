@@ -8,7 +8,7 @@ at the calibrated threshold, image and pixel AUROC), or, for the INT8 artefact, 
 line for the shell (``BACKEND OPENVINO_PRECISION ARTEFACT FRAMES_PER_S NAME``) and writes ``path.json`` with every
 way's numbers and why the chosen one won.
 
-    python3 scripts/demo_path.py --out runs/demo --engine runs/demo/memseg.onnx --int8 runs/demo/memseg-int8.onnx
+    python3 scripts/demo_path.py --out runs/demo --engine runs/demo/model.onnx --int8 runs/demo/model-int8.onnx
 """
 
 from __future__ import annotations

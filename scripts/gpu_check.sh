@@ -115,7 +115,7 @@ say "FP16 checks done"
 checkpoint="$WORK/models/memseg-brick.pt"
 if [[ ! -f $checkpoint ]]; then
     checkpoint="$WORK/models/memseg-timing.pt"
-    timeout 120 edge-train --data "$WORK/brick" --out "$checkpoint" --device "$DEVICE" --image-size $SIZE --iterations 1 \
+    timeout 120 edge-train --model memseg --data "$WORK/brick" --out "$checkpoint" --device "$DEVICE" --image-size $SIZE --iterations 1 \
         --no-progress >"$WORK/logs/train-timing.log" 2>&1
 fi
 OMP_NUM_THREADS=16 timeout 150 python3 -m benchmarks.compare --checkpoint "$checkpoint" --frame-size $FRAME \

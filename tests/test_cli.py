@@ -22,10 +22,19 @@ def run(*args: str) -> subprocess.CompletedProcess:
 )
 def test_train_with_a_bad_data_folder(tmp_path: Path, setup, message: str) -> None:
     setup(tmp_path)
-    result = run("train_main", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--iterations", "1")
+    result = run("train_main", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"))
     assert result.returncode == 2
     assert "edge-train: error:" in result.stderr and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_default_model_is_patchcore(tmp_path: Path, brick_dataset: Path) -> None:
+    out = tmp_path / "default.pt"
+    trained = run("train_main", "--data", str(brick_dataset), "--out", str(out), "--image-size", "64", "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    from export.checkpoint import read_checkpoint
+
+    assert read_checkpoint(out)["model"] == "patchcore"
 
 
 def test_eval_with_a_file_that_is_not_a_checkpoint(tmp_path: Path, brick_dataset: Path) -> None:
@@ -47,7 +56,9 @@ def test_train_then_eval_end_to_end(tmp_path: Path, brick_dataset: Path) -> None
     out = tmp_path / "memseg.pt"
     trained = run(
         "train_main",
-        *("--data", str(brick_dataset), "--out", str(out), "--image-size", "64", "--memory-samples", "2"),
+        *("--model", "memseg", "--data", str(brick_dataset), "--out", str(out), "--image-size", "64"),
+        "--memory-samples",
+        "2",
         *("--iterations", "3", "--batch-size", "2", "--device", "cpu", "--no-progress"),
     )
     assert trained.returncode == 0, trained.stderr

@@ -1,4 +1,5 @@
-"""The demo judges itself: escapes, too many errors or missing verdicts fail it, naming the parts and the fix."""
+"""The demo judges itself: too many errors or missing verdicts fail it, naming the parts and the fix; escapes are
+named and counted as the model's misses."""
 
 from __future__ import annotations
 
@@ -57,13 +58,16 @@ def test_a_clean_run_passes_with_the_table(tmp_path: Path, capsys: pytest.Captur
     assert "escapes                       0 of 60     0.0 %" in out
 
 
-def test_an_escape_fails_the_demo_and_names_the_part(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_an_escape_is_named_and_counted_but_is_no_fault_of_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     verdicts = perfect()
     verdicts[4] = verdict(4, "pass")  # 004_crack.png passed
     status, out, err = run(tmp_path, verdicts, capsys)
-    assert status == 1
+    assert status == 0 and "DEMO FAILED" not in err
+    assert "escapes                       1 of 60     1.7 %" in out
     assert "escapes: 004_crack.png (pass, score 0.0500 < 0.1500)" in out
-    assert "1 defective part(s) passed" in err
+    assert "1 defective part(s) passed" in out
 
 
 def test_a_false_reject_is_listed_by_file_name_but_does_not_fail_the_demo(
