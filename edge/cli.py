@@ -51,9 +51,11 @@ def build_main(argv: Sequence[str] | None = None) -> int:
 
 RUN_EPILOG = """
 Every captured frame gets exactly one verdict on verdict/<station>: pass, fail, or error with a reason
-(unreadable_image, frame_format, overrun, engine_error, invalid_output, ...). Treat a part as a reject until its
-pass arrives. Heartbeats (heartbeat/<station>, every second) carry the counters; status/<station> says when the
-run starts and stops. A finite source (folder without ?loop=1, video) ends the run after its last verdict.
+(unreadable_image, frame_format, overrun, engine_error, invalid_output, capture_failed, sink_error, ...). Treat a
+part as a reject until its pass arrives. A stage that fails for good (the source raising the unexpected, --jsonl
+unwritable, a stage stuck for twice --stall-s) ends the run with exit status 1 after the final status says why.
+Heartbeats (heartbeat/<station>, every second) carry the counters; status/<station> says when the run starts and
+stops. A finite source (folder without ?loop=1, video) ends the run after its last verdict.
 With --control, operators change the threshold or pause the station with edge-control (paused: error(paused)).
 
 examples:
@@ -126,7 +128,11 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--verdict-deadline-ms", type=float, help="a frame not judged this long after capture gets error(deadline)"
     )
-    parser.add_argument("--stall-s", type=float, help="watchdog: seconds without frames or progress → degraded")
+    parser.add_argument(
+        "--stall-s",
+        type=float,
+        help="watchdog: a live camera silent or a stage stuck this long → degraded; stuck twice as long → exit 1",
+    )
     parser.add_argument("--metrics", help="Prometheus /metrics on PORT or HOST:PORT (default off; bridge extra)")
     security = parser.add_argument_group("security (CURVE; see edge-keys)")
     security.add_argument("--curve-secret", help="the station's secret certificate (NAME.key_secret)")

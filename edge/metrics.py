@@ -60,6 +60,8 @@ def stop_serving(server) -> None:
 class StationMetrics:
     """A pipeline sink that also owns the ``/metrics`` endpoint; ``close`` stops serving."""
 
+    name, required = "metrics", False
+
     def __init__(self, address: str, pipeline, engine) -> None:
         if prometheus_client is None:
             raise MetricsError("metrics need prometheus_client: pip install 'edge-inspect[bridge]'")

@@ -4,13 +4,19 @@
   inference queue full while a live source keeps producing) gets its ``error`` verdict at once; the others queue
   for inference. Sources that are not live (files) wait for room instead.
 * The inference thread batches up to the engine's max batch, waiting at most ``batch_timeout_ms`` for a batch to
-  fill, and runs the engine. An engine that raises or returns NaN/Inf gives ``error`` verdicts, not a crash.
+  fill, and runs the engine. An engine that raises gives ``error(engine_error)`` verdicts, one whose outputs are
+  not its sidecar's shapes and dtypes (:class:`~edge.engines.InvalidOutput`) or NaN/Inf ``error(invalid_output)``.
 * The publishing thread (the caller's) judges, publishes in capture order (a reorder buffer: errors overtake
-  nothing), writes JSON lines and rejected images, and sends heartbeats.
+  nothing), feeds the sinks (JSON lines, rejected images, metrics, snapshot), and sends heartbeats.
 
 Every captured frame gets exactly one verdict: the capture index counts frames, the publisher counts verdicts,
-and the run ends only when both agree. The verdict message and the counters are :mod:`edge.verdict`'s, the
-stall watchdog :mod:`edge.watchdog`'s.
+and the run ends only when both agree. A stage that fails turns the frames it holds into ``error`` verdicts and
+never hangs the others: a frame that breaks the capture stage gets ``error(capture_failed)``; a source that
+raises anything else than a lost camera, a required sink (JSON lines) that cannot write, or a stage stuck for
+twice the stall limit ends the run with :attr:`Pipeline.failure` set (the frames still in flight get ``error``
+verdicts where they cannot be judged: ``sink_error``, ``engine_error``), and ``edge-run`` exits non-zero after
+publishing the final status. The verdict message and the counters are :mod:`edge.verdict`'s, the stall watchdog
+:mod:`edge.watchdog`'s.
 """
 
 from __future__ import annotations
@@ -26,14 +32,14 @@ import cv2
 import numpy as np
 
 from edge.drift import DriftMonitor
-from edge.engines import Engine
+from edge.engines import Engine, InvalidOutput
 from edge.heatmap import display_values
 from edge.judge import Thresholds
 from edge.publish import VerdictPublisher
 from edge.sidecar import FrameSpec
 from edge.sources import CameraLost, Source, SourceError
 from edge.verdict import Counters, Job, verdict_message
-from edge.watchdog import Watchdog
+from edge.watchdog import READ_TIMEOUT_S, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +91,7 @@ class PipelineOptions:
     max_frames: int | None = None
     verdict_deadline_ms: float | None = None  # a frame without a result by then gets error(deadline)
     heatmaps: bool = False  # publish a PNG of the anomaly map of every rejected frame on heatmap/<station>
-    stall_s: float = 5.0  # watchdog: a live source silent, or one inference running, this long → degraded
+    stall_s: float = 5.0  # watchdog: a live source silent, or a stage stuck, this long → degraded; stuck 2× → end
 
 
 class Pipeline:
@@ -114,7 +120,13 @@ class Pipeline:
         self.watchdog = Watchdog(options.stall_s, source.live)
         self._in_flight: dict[int, Job] = {}  # captured, not yet published
         self._expired: set[int] = set()  # published as error(deadline); their results come late
-        self._published_health = "ok"
+        self._published = ("ok", False)  # the health and whether a stage was stuck, as last published
+        self.failure: str | None = None  # why the run ended early ("capture_failed: …"); None while all is well
+        self._refusal: tuple[str, str] | None = None  # (reason, detail) every frame gets from now on
+        self._broken_sinks: dict[int, str] = {}  # id(sink) → why, for best-effort sinks that failed
+        self._intake = threading.Lock()  # capture counts frames under it; a stuck run's end closes it
+        self._intake_open = True
+        self._next_index = 0  # the next frame to publish: the head of the line
         self.paused: str | None = None  # the reason, while an operator has paused the station
         self._running = False
         self.on_heartbeat = None  # called with the health after each heartbeat (the service watchdog)
@@ -129,40 +141,64 @@ class Pipeline:
         index = 0
         try:
             while not self.stop.is_set() and index != self.options.max_frames:
+                self.watchdog.read_started(time.perf_counter())
                 try:
-                    frame = self.source.read(timeout=0.2)
+                    frame = self.source.read(timeout=READ_TIMEOUT_S)
                 except TimeoutError:
                     continue
                 except CameraLost as exc:
                     self._reconnect(exc)
                     continue
+                finally:
+                    self.watchdog.read_ended()
                 if frame is None:
                     break
                 job = Job(index, frame, t_queued=time.perf_counter())
-                self._in_flight[index] = job
+                with self._intake:
+                    if not self._intake_open:
+                        break
+                    self._in_flight[index] = job
+                    index += 1
+                    self.counters.count_frame(frame)
                 self.watchdog.frame_arrived(job.t_queued)
-                index += 1
-                self.counters.count_frame(frame)
-                if frame.pixels is None:
-                    job.error, job.detail = frame.error or "capture_failed", frame.detail
-                elif (paused := self.paused) is not None:
-                    job.error, job.detail = "paused", f"the station is paused: {paused}"
-                elif frame.pixels.shape != self._expected or frame.pixels.dtype != np.uint8:
-                    job.error = "frame_format"
-                    job.detail = f"frame {frame.pixels.shape} {frame.pixels.dtype}, engine takes {self._expected} uint8"
-                    if not self._format_reported:
-                        self._format_reported = True
-                        log.error("%s", wrong_frame_message(frame.pixels, self.engine.frame))
-                elif self._enqueue(job):
-                    continue
-                else:
-                    job.error, job.detail = "overrun", "inference queue full: frames arrive faster than judged"
-                self._done_queue.put(job)
-        except Exception as exc:  # a source failing mid-run ends the run with a status, never silently
-            log.error("capture stopped: %s", exc)
-            self._camera_lost = True
+                self._admit(job)
+        except Exception as exc:  # anything else from the source: the run ends non-zero, never silently
+            self._fail("capture_failed", f"{type(exc).__name__}: {str(exc)[:200]}")
         finally:
             self._infer_queue.put(End(index))
+
+    def _admit(self, job: Job) -> None:
+        """Queue a counted frame for inference, or give it its error verdict now; a frame that breaks this gets
+        ``error(capture_failed)``: once counted, a frame always reaches the publisher."""
+        frame = job.frame
+        try:
+            if self._refusal is not None:
+                job.error, job.detail = self._refusal
+            elif frame.pixels is None:
+                job.error, job.detail = frame.error or "capture_failed", frame.detail
+            elif (paused := self.paused) is not None:
+                job.error, job.detail = "paused", f"the station is paused: {paused}"
+            elif frame.pixels.shape != self._expected or frame.pixels.dtype != np.uint8:
+                job.error = "frame_format"
+                job.detail = f"frame {frame.pixels.shape} {frame.pixels.dtype}, engine takes {self._expected} uint8"
+                if not self._format_reported:
+                    self._format_reported = True
+                    log.error("%s", wrong_frame_message(frame.pixels, self.engine.frame))
+            elif self._enqueue(job):
+                return
+            else:
+                job.error, job.detail = "overrun", "inference queue full: frames arrive faster than judged"
+        except Exception as exc:
+            job.error, job.detail = "capture_failed", f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.error("frame %s could not be handled: %s", getattr(frame, "frame_id", "?"), job.detail)
+        self._done_queue.put(job)
+
+    def _fail(self, reason: str, detail: str) -> None:
+        """A stage cannot go on: stop the run (the first failure is the one reported)."""
+        if self.failure is None:
+            self.failure = f"{reason}: {detail}"
+            log.error("stopping: %s", self.failure)
+        self.stop.set()
 
     def _reconnect(self, exc: Exception) -> None:
         """Report the camera lost, reopen it with backoff (0.5 s doubling to 5 s) until it answers or stop."""
@@ -172,7 +208,7 @@ class Pipeline:
         delay = 0.5
         while not self.stop.is_set():
             try:
-                self.source.reconnect()
+                self.source.reconnect()  # anything but these two ends the run (capture_failed)
             except (SourceError, CameraLost) as retry:
                 log.debug("still absent: %s", retry)
                 self.stop.wait(delay)
@@ -222,20 +258,23 @@ class Pipeline:
         self._done_queue.put(end)
 
     def _run_batch(self, batch: list[Job]) -> None:
+        """Infer one batch; every job leaves with its outputs or an error, whatever the engine does."""
         started = time.perf_counter()
         self.watchdog.inference_started(started)
+        error, detail = None, ""
         try:
             result = self.engine.infer([job.frame.pixels for job in batch])  # gathered into the engine's buffer
-            scores, maps, error, detail = result.score, result.anomaly_map, None, ""
+            outputs = [(float(result.score[i]), result.anomaly_map[i, 0]) for i in range(len(batch))]
         except Exception as exc:  # any engine failure is a verdict, not a crash
-            scores, maps, error, detail = None, None, "engine_error", f"{type(exc).__name__}: {str(exc)[:200]}"
+            error = "invalid_output" if isinstance(exc, InvalidOutput) else "engine_error"
+            detail = f"{type(exc).__name__}: {str(exc)[:300]}"
             self._engine_error_at = time.perf_counter()
         ended = time.perf_counter()
         self.watchdog.inference_ended()
         for i, job in enumerate(batch):
             job.t_infer_start, job.t_infer_end, job.batch = started, ended, len(batch)
             if error is None:
-                job.score, job.anomaly_map = float(scores[i]), maps[i, 0]
+                job.score, job.anomaly_map = outputs[i]
             else:
                 job.error, job.detail = error, detail
             self._done_queue.put(job)
@@ -243,10 +282,13 @@ class Pipeline:
     # -- judge and publish -----------------------------------------------------------------------------------
     def _emit(self, job: Job) -> None:
         self._in_flight.pop(job.index, None)
+        if self._refusal is not None and job.error is None:
+            job.error, job.detail = self._refusal
         message = self.publisher.verdict(
             verdict_message(job, self.thresholds, self.engine.frame, self.options.camera, self._model)
         )
         self.counters.count_verdict(message)
+        self.watchdog.verdict_published(time.perf_counter())
         if message["verdict"] == "pass" and self.drift is not None:
             change = self.drift.add(message["score"])
             if change:
@@ -259,8 +301,24 @@ class Pipeline:
             ok, png = cv2.imencode(".png", grey)
             if ok:
                 self.publisher.heatmap(message["seq"], png.tobytes())
+        self._feed_sinks(message, job)
+
+    def _feed_sinks(self, message: dict, job: Job) -> None:
+        """Every sink gets the verdict; one that raises is left out from then on (health ``degraded``). A required
+        one (the JSON-lines record) ends the run: the frames still in flight get ``error(sink_error)``."""
         for sink in self.sinks:
-            sink.write(message, job)
+            if id(sink) in self._broken_sinks:
+                continue
+            try:
+                sink.write(message, job)
+            except Exception as exc:
+                why = f"{sink.name} sink: {type(exc).__name__}: {str(exc)[:200]}"
+                self._broken_sinks[id(sink)] = why
+                if sink.required:
+                    self._refusal = ("sink_error", f"{why}; the station is stopping")
+                    self._fail("sink_error", why)
+                else:
+                    log.error("%s: left out for the rest of the run (verdicts are unaffected)", why)
 
     # -- control (edge.control) ---------------------------------------------------------------------------
     def control(self, request: dict, who: str, timeout: float = 2.0) -> dict:
@@ -295,7 +353,7 @@ class Pipeline:
         else:
             self.paused = None
             change = {"paused": False}
-        self._published_health = self.health
+        self._published = (self.health, self.stuck() is not None)
         self.publisher.status(
             {"state": "running", "health": self.health, "control": {"command": command, "by": item.who, **change}}
         )
@@ -317,24 +375,42 @@ class Pipeline:
             "counters": self.counters.to_dict(),
         }
 
+    def _oldest_waiting(self) -> float | None:
+        """When the frame at the head of the line (the next to publish) was captured; None when none waits."""
+        job = self._in_flight.get(self._next_index)
+        return job.t_queued if job is not None else None
+
+    def stuck(self) -> str | None:
+        """Why a stage has stopped moving (the service watchdog is no longer fed), or None."""
+        return self.watchdog.stuck(self._oldest_waiting())
+
+    def degraded_reason(self) -> str | None:
+        """Why the station is ``degraded``: it failed, a stage is stuck or a live source quiet, a sink broke."""
+        if self.failure is not None:
+            return self.failure
+        stalled = self.watchdog.stalled(self._oldest_waiting())
+        if stalled:
+            return stalled
+        return next(iter(self._broken_sinks.values()), None)
+
     @property
     def health(self) -> str:
-        """ok, degraded (capture or inference stalled), camera_lost, paused (by an operator), or engine_error
-        (in the last 10 s)."""
+        """ok, degraded (:meth:`degraded_reason`), camera_lost, paused (by an operator), or engine_error (in the
+        last 10 s)."""
         if self._camera_lost:
             return "camera_lost"
         if self.paused is not None:
             return "paused"
         if time.perf_counter() - self._engine_error_at < 10.0:
             return "engine_error"
-        return "degraded" if self.watchdog.stalled() else "ok"
+        return "degraded" if self.degraded_reason() else "ok"
 
     def heartbeat(self) -> None:
         self.publisher.poll_subscriptions()
         health = self.health
-        if health != self._published_health:
-            self._published_health = health
-            reason = self.watchdog.stalled() if health == "degraded" else None
+        if (health, self.stuck() is not None) != self._published:  # a stuck stage is news even while degraded
+            self._published = (health, self.stuck() is not None)
+            reason = self.degraded_reason() if health == "degraded" else None
             log.warning("health %s%s", health, f": {reason}" if reason else "")
             self.publisher.status({"state": "running", "health": health, **({"reason": reason} if reason else {})})
         self.publisher.heartbeat(
@@ -365,14 +441,20 @@ class Pipeline:
         for thread in threads:
             thread.start()
         pending: dict[int, Job] = {}
-        next_index, total = 0, None
+        total = None
         next_beat = time.monotonic()
         deadline = self.options.verdict_deadline_ms
         wake = min(self.options.heartbeat_s, deadline / 4e3) if deadline else self.options.heartbeat_s
-        while total is None or next_index < total:
+        stuck_since: float | None = None
+        while total is None or self._next_index < total:
             if time.monotonic() >= next_beat:
                 self.heartbeat()
                 next_beat = time.monotonic() + self.options.heartbeat_s
+                stuck = self.stuck()
+                stuck_since = (stuck_since or time.monotonic()) if stuck else None
+                if stuck and (self.stop.is_set() or time.monotonic() - stuck_since > self.options.stall_s):
+                    self._abandon(stuck, pending)
+                    break
             try:
                 item = self._done_queue.get(timeout=max(0.0, min(wake, next_beat - time.monotonic())))
             except queue.Empty:
@@ -390,13 +472,13 @@ class Pipeline:
                 log.warning("result for frame %d came after its deadline: discarded", item.frame.frame_id)
             elif item is not None:
                 pending[item.index] = item
-            while next_index in pending or self._expire(next_index):
-                if next_index in pending:
-                    self._emit(pending.pop(next_index))
-                next_index += 1
+            while self._next_index in pending or self._expire(self._next_index):
+                if self._next_index in pending:
+                    self._emit(pending.pop(self._next_index))
+                self._next_index += 1
         self._running = False
         for thread in threads:
-            thread.join()
+            thread.join(timeout=None if self._intake_open else 1.0)
         while not self._done_queue.empty():  # what came in at the very end
             item = self._done_queue.get()
             if isinstance(item, ControlRequest):
@@ -406,6 +488,23 @@ class Pipeline:
                 self.publisher.status(item.payload)
         self.heartbeat()
         return self.counters
+
+    def _abandon(self, stuck: str, pending: dict[int, Job]) -> None:
+        """A stage is stuck for good: no more frames are counted, and every frame captured and not yet published
+        gets its verdict now, in order: its result where it has one, else ``error`` (``engine_error`` while an
+        inference hangs, ``capture_failed`` otherwise)."""
+        reason = "engine_error" if stuck.startswith("inference") else "capture_failed"
+        self._fail(reason, f"stuck: {stuck}")
+        with self._intake:
+            self._intake_open = False
+            waiting = sorted(set(self._in_flight) | set(pending))
+        for index in waiting:
+            job = pending.pop(index, None)
+            if job is None:
+                held = self._in_flight[index]
+                job = Job(index, held.frame, t_queued=held.t_queued, error=reason, detail=f"abandoned: {stuck}")
+            self._emit(job)
+        self._next_index = waiting[-1] + 1 if waiting else self._next_index
 
     def queue_depth(self) -> int:
         """Frames waiting for inference now (for metrics)."""

@@ -35,8 +35,9 @@ class RunError(Exception):
 
 
 def run_station(config: StationConfig) -> int:
-    """Run until the source ends or SIGINT/SIGTERM; returns the exit status: 0 after a clean drain, 1 when a finite
-    source ended with every frame an error (nothing was inspected)."""
+    """Run until the source ends or SIGINT/SIGTERM; returns the exit status: 0 after a clean drain, 1 when a stage
+    failed for good (the final status and the log say which and why: systemd's ``Restart=on-failure`` restarts
+    the station) or a finite source ended with every frame an error (nothing was inspected)."""
     try:
         engine = open_engine(Path(config.engine), **config.engine_settings())
         thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
@@ -112,8 +113,8 @@ def run_station(config: StationConfig) -> int:
         waiting = config.wait_subscribers if config.wait_subscribers is not None else int(source.finite)
         if waiting:
             publisher.wait_subscribers(waiting, config.wait_timeout)
-        # The service watchdog is fed while the station makes progress; a hung inference stops feeding it.
-        pipeline.on_heartbeat = lambda health: None if pipeline.watchdog.inference_hung() else notify("WATCHDOG=1")
+        # The service watchdog is fed while the station makes progress; a stuck stage stops feeding it.
+        pipeline.on_heartbeat = lambda health: None if pipeline.stuck() else notify("WATCHDOG=1")
         notify(f"READY=1\nSTATUS={config.station}: {engine.path.name} on {config.camera}")
         previous = {s: signal.signal(s, lambda *_: pipeline.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
         started = time.perf_counter()
@@ -125,7 +126,8 @@ def run_station(config: StationConfig) -> int:
         seconds = time.perf_counter() - started
         notify("STOPPING=1")
         summary = {**counters.to_dict(), "seconds": round(seconds, 2), "latency_ms": pipeline.latency_summary()}
-        publisher.status({"state": "stopped", "final": True, "health": pipeline.health, "counters": summary})
+        final = {"state": "stopped", "final": True, "health": pipeline.health, "counters": summary}
+        publisher.status(final | ({"reason": pipeline.failure} if pipeline.failure else {}))
         log.info(
             "%d frames → %d verdicts: %d pass, %d fail, %d error %s in %.1f s; receive→verdict p50 %s ms, p99 %s ms",
             counters.frames,
@@ -138,6 +140,9 @@ def run_station(config: StationConfig) -> int:
             summary["latency_ms"].get("p50"),
             summary["latency_ms"].get("p99"),
         )
+        if pipeline.failure is not None:
+            log.error("the station stopped on a failure: %s", pipeline.failure)
+            return 1
         errors = sum(counters.errors.values())
         if source.finite and counters.frames and errors == counters.frames:
             reasons = ", ".join(f"{reason} {n}" for reason, n in counters.errors.most_common())

@@ -1,4 +1,4 @@
-"""Where verdicts go besides ZeroMQ: JSON lines, and a bounded folder of reject records.
+"""Where verdicts go besides ZeroMQ: the :class:`Sink` protocol, JSON lines, and a bounded folder of reject records.
 
 A reject record is one picture per failed part (the frame, its anomaly map over it on the threshold colour scale,
 the region boxes and a caption: see :func:`reject_picture`) and, next to it, the verdict as JSON. Neither sink may
@@ -14,12 +14,14 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import queue
 import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -30,19 +32,45 @@ from edge.sidecar import FrameSpec
 log = logging.getLogger(__name__)
 
 
+class Sink(Protocol):
+    """Consumes every published verdict, on the publishing thread (``write`` must be quick: anything slow belongs
+    on a thread of the sink's own). A sink that raises is left out for the rest of the run and the station turns
+    ``degraded``; a ``required`` one (a record of every verdict) ends the run instead."""
+
+    name: str
+    required: bool
+
+    def write(self, verdict: dict, job) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class JsonlSink:
-    """Every verdict as one JSON line, to a file or standard output (``-``)."""
+    """Every verdict as one JSON line, to a file or standard output (``-``). Required: a record that misses
+    verdicts is worse than a station that stops and says why."""
+
+    name, required = "jsonl", True
 
     def __init__(self, target: str) -> None:
         self._handle = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
+        self._failed = False
 
     def write(self, verdict: dict, job) -> None:
-        self._handle.write(json.dumps(verdict, separators=(",", ":")) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps(verdict, separators=(",", ":")) + "\n")
+            self._handle.flush()
+        except (OSError, ValueError):  # ValueError: the file was closed under us
+            self._failed = True
+            raise
 
     def close(self) -> None:
         if self._handle is not sys.stdout:
-            self._handle.close()
+            with contextlib.suppress(OSError):  # what it could not write has already been reported
+                self._handle.close()
+        elif self._failed:  # a closed pipe: nothing more reaches it, and Python's exit must not try again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 PANEL_SIZE = 384  # frames are enlarged by a whole factor to about this size (pixels stay exact), never shrunk
@@ -145,7 +173,10 @@ def reject_picture(
 
 class RejectStore:
     """Keeps a record of each failed part in ``folder``: ``NAME.png`` (:func:`reject_picture`) and ``NAME.json``
-    (its verdict, as published), within ``max_files`` records and ``max_mb``."""
+    (its verdict, as published), within ``max_files`` records and ``max_mb``. Best effort: it never raises into
+    the line."""
+
+    name, required = "rejects", False
 
     def __init__(self, folder: Path, frame: FrameSpec, max_files: int = 1000, max_mb: float = 500.0) -> None:
         self.folder, self.frame = Path(folder), frame

@@ -23,6 +23,8 @@ class SnapshotError(Exception):
 class SnapshotServer:
     """Answers ``{"last": N}`` with ``{"status": {...}, "verdicts": [...]}`` from its own thread and socket."""
 
+    name, required = "snapshot", False
+
     def __init__(self, endpoint: str, status: Callable[[], dict], keep: int = 100, curve: CurveServer | None = None):
         self.verdicts: deque[dict] = deque(maxlen=keep)
         self._status, self._stop = status, threading.Event()

@@ -41,7 +41,7 @@ def verdict_message(job: Job, thresholds: Thresholds, frame_spec: FrameSpec, cam
     else:
         verdict, reason, found = "error", job.error, []
     score = job.score if np.isfinite(job.score) else None
-    detail = "engine output is NaN or infinite" if reason == "invalid_output" else job.detail
+    detail = job.detail or ("engine output is NaN or infinite" if reason == "invalid_output" else "")
     latency = {
         "queue": (job.t_infer_start - job.t_queued) * 1e3 if job.t_infer_start else None,
         "infer": (job.t_infer_end - job.t_infer_start) * 1e3 if job.t_infer_start else None,

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.engines.base import Engine, EngineError, Inference, TensorSpec
+from edge.engines.base import Engine, EngineError, Inference, InvalidOutput, TensorSpec
 from edge.sidecar import SidecarError, read_sidecar
 
-__all__ = ["Engine", "EngineError", "Inference", "TensorSpec", "open_engine", "ENGINE_SUFFIXES", "BACKENDS"]
+__all__ = [
+    "Engine",
+    "EngineError",
+    "Inference",
+    "InvalidOutput",
+    "TensorSpec",
+    "open_engine",
+    "ENGINE_SUFFIXES",
+    "BACKENDS",
+]
 
 ENGINE_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".pt2": "torch"}
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")

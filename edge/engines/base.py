@@ -17,6 +17,11 @@ class EngineError(Exception):
     """An artefact that cannot be loaded or run, or input it cannot take; the message says why."""
 
 
+class InvalidOutput(EngineError):
+    """An engine's outputs are not what its sidecar says (count, shape or dtype): a wrong batch profile, an artefact
+    exported for another batch or size, a runtime that changed a type."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A named tensor: shape (``-1`` for the batch dimension) and numpy dtype name."""
@@ -102,8 +107,26 @@ class Engine(ABC):
         started = time.perf_counter()
         batch = frames if isinstance(frames, np.ndarray) else self._gather(frames)
         score, anomaly_map = self._infer(np.ascontiguousarray(batch))
+        self.check_outputs(len(batch), {"score": score, "anomaly_map": anomaly_map})
         elapsed = (time.perf_counter() - started) * 1e3
-        return Inference(np.asarray(score, dtype=np.float32).reshape(-1), anomaly_map, elapsed)
+        return Inference(np.asarray(score, dtype=np.float32), anomaly_map, elapsed)
+
+    def check_outputs(self, batch: int, outputs: dict[str, np.ndarray]) -> None:
+        """Raise :class:`InvalidOutput` unless every output the sidecar describes has the shape (``-1``: the batch)
+        and dtype it gives. Checked on every call, the first included (a few comparisons): a short batch from a
+        wrong profile shows only at some batch sizes. (A checkpoint run directly, as ``edge-verify`` does, has a
+        sidecar that describes no outputs.)"""
+        for name, value in outputs.items():
+            spec = self.sidecar.outputs.get(name)
+            if spec is None:
+                continue
+            expected = tuple(batch if d == -1 else d for d in spec["shape"])
+            shape, dtype = tuple(getattr(value, "shape", ())), str(getattr(value, "dtype", type(value).__name__))
+            if shape != expected or dtype != spec["dtype"]:
+                raise InvalidOutput(
+                    f"{self.path.name} returned {name} {shape} {dtype} for a batch of {batch}, its sidecar says "
+                    f"{expected} {spec['dtype']}: export or build the artefact again for this batch and size"
+                )
 
     @abstractmethod
     def _activate(self) -> None: ...
