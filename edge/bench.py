@@ -341,15 +341,15 @@ class Way:
 
 def ways_from(engines: list[Path], backends: list[str], precisions: list[str]) -> list[Way]:
     """Every artefact on every backend that runs it, and on OpenVINO in every precision of ``precisions``."""
-    from edge.engines import BACKEND_SUFFIXES, BACKENDS
+    from edge.engines import BACKENDS, backend_names
 
-    unknown = [b for b in backends if b not in BACKENDS]
+    unknown = [b for b in backends if b not in backend_names()]
     if unknown:
-        raise EngineError(f"backend {', '.join(unknown)}: use {', '.join(BACKENDS)}")
+        raise EngineError(f"backend {', '.join(unknown)}: use {', '.join(backend_names())}")
     ways = []
     for path in engines:
         for backend in backends:
-            if backend != "auto" and Path(path).suffix.lower() not in BACKEND_SUFFIXES.get(backend, ()):
+            if backend != "auto" and Path(path).suffix.lower() not in BACKENDS[backend].suffixes:
                 continue
             for precision in precisions if backend == "openvino" else [None]:
                 ways.append(Way(Path(path), {"backend": backend, "inference_precision": precision}))

@@ -71,13 +71,13 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
 
 
 def _engine_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge.engines import BACKENDS
+    from edge.engines import backend_names
     from edge.engines.openvino_engine import INFERENCE_PRECISIONS
 
     group = parser.add_argument_group("engine runtime (README: choosing the runtime)")
     group.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=backend_names(),
         help="auto (default): by the artefact's suffix; openvino runs an .onnx on OpenVINO (CPU)",
     )
     group.add_argument(

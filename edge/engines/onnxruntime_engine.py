@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 from edge.engines.base import Engine, EngineError
+from edge.engines.registry import Backend, register_backend
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +71,10 @@ class OnnxRuntimeEngine(Engine):
     def _infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         score, anomaly_map = self.session.run(["score", "anomaly_map"], {"frames": frames})
         return score, anomaly_map
+
+
+register_backend(
+    Backend(
+        "onnxruntime", "ONNX Runtime", (".onnx",), (".onnx",), lambda path, sidecar, _: OnnxRuntimeEngine(path, sidecar)
+    )
+)

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge.engines.base import Engine, EngineError
 from edge.engines.onnxruntime_engine import refuse_external_data
+from edge.engines.registry import Backend, register_backend
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +114,17 @@ class OpenVinoEngine(Engine):
     def _infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         results = self._request.infer({"frames": frames})
         return results[self._score].copy(), results[self._map].copy()  # the request reuses its buffers
+
+
+register_backend(
+    Backend(
+        "openvino",
+        "OpenVINO",
+        (".onnx",),
+        (),
+        lambda path, sidecar, s: OpenVinoEngine(
+            path, sidecar, s.get("inference_precision", "fp32"), s.get("threads"), s.get("cache_dir")
+        ),
+        ("inference_precision", "threads", "cache_dir"),
+    )
+)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.engines.base import Engine, EngineError
+from edge.engines.registry import Backend, register_backend
 
 
 def import_tensorrt():
@@ -217,3 +218,14 @@ class TensorRTEngine(Engine):
             return self._host["score"][:batch].copy(), self._host["anomaly_map"][:batch].copy()
         finally:
             cuda.Context.pop()
+
+
+register_backend(
+    Backend(
+        "tensorrt",
+        "TensorRT",
+        (".plan", ".engine"),
+        (".plan", ".engine"),
+        lambda path, sidecar, _: TensorRTEngine(path, sidecar),
+    )
+)

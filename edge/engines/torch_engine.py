@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.engines.base import Engine, EngineError
+from edge.engines.registry import Backend, register_backend
 
 
 def refuse_pickled_payloads(path: Path) -> None:
@@ -153,3 +154,6 @@ class TorchEngine(Engine):
 
     def _infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(frames)
+
+
+register_backend(Backend("torch", "torch", (".pt2",), (".pt2",), lambda path, sidecar, _: TorchEngine(path, sidecar)))

@@ -1,54 +1,51 @@
 """Frame sources behind one small interface, named by one URI (in the spirit of jetson-inference's videoSource).
 
+* ``basler0`` / ``basler://SERIAL``: a Basler camera through pypylon (:mod:`edge.sources.basler`);
 * ``folder://DIR`` (once) or ``folder://DIR?loop=1`` (forever): the images of a folder, sorted by name;
   ``&fps=N`` makes it a live source at N frames per second, like a free-running camera; ``&preload=1`` decodes
   the images once and serves them from memory (a simulated camera that costs nothing to read);
-* ``video://FILE``: the frames of a video file;
-* ``basler0`` / ``basler://SERIAL``: a Basler camera through pypylon (:mod:`edge.sources.basler`).
+* ``video://FILE``: the frames of a video file.
 
-A source delivers :class:`Frame` objects in the pixel format the engine takes. A frame that cannot be read
-still comes out, with ``pixels`` None and an ``error`` reason, so it gets its ``error`` verdict: no frame is lost.
+Each kind registers itself by its URI prefix (:func:`register_source`) in the module that implements it, listed in
+:data:`SOURCE_MODULES`: adding a source is one module and its test. A source delivers :class:`Frame` objects in the
+pixel format the engine takes. A frame that cannot be read still comes out, with ``pixels`` None and an ``error``
+reason, so it gets its ``error`` verdict: no frame is lost.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+import importlib
 
-from edge.sources.base import IMAGE_SUFFIXES, CameraLost, Frame, Source, SourceError, convert_pixels
+from edge.sources.base import (
+    IMAGE_SUFFIXES,
+    SOURCES,
+    CameraLost,
+    Frame,
+    Source,
+    SourceError,
+    SourceKind,
+    convert_pixels,
+    open_source,
+    register_source,
+)
 from edge.sources.files import FolderSource, VideoSource
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "SOURCES",
     "CameraLost",
     "FolderSource",
     "Frame",
     "Source",
     "SourceError",
+    "SourceKind",
     "VideoSource",
     "convert_pixels",
     "open_source",
+    "register_source",
 ]
 
-
-def open_source(uri: str, pixel_format: str, camera: dict | None = None) -> Source:
-    """The source a URI names (not opened yet), delivering frames in ``pixel_format``; ``camera`` holds the
-    Basler settings (:class:`edge.sources.basler.CameraSettings` fields besides pixel format)."""
-    if uri.startswith("folder://"):
-        parsed = urlparse(uri)
-        folder = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
-        query = parse_qs(parsed.query)
-        loop = query.get("loop", ["0"])[0] in ("1", "true", "yes")
-        try:
-            fps = float(query.get("fps", ["0"])[0])
-        except ValueError as exc:
-            raise SourceError(f"{uri}: fps must be a number of frames per second") from exc
-        preload = query.get("preload", ["0"])[0] in ("1", "true", "yes")
-        return FolderSource(Path(folder), pixel_format, loop, uri, fps, preload)
-    if uri.startswith("video://"):
-        return VideoSource(Path(uri[len("video://") :]), pixel_format, uri)
-    if uri.startswith("basler"):
-        from edge.sources.basler import BaslerSource, CameraSettings
-
-        return BaslerSource.from_uri(uri, CameraSettings(pixel_format=pixel_format, **(camera or {})))
-    raise SourceError(f"unknown source {uri!r}: use basler0, basler://SERIAL, folder://DIR[?loop=1] or video://FILE")
+#: The modules that register a source kind when imported (light at import: pypylon loads when a camera opens).
+SOURCE_MODULES = ("edge.sources.basler", "edge.sources.files")
+for _module in SOURCE_MODULES:
+    importlib.import_module(_module)

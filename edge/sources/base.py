@@ -1,10 +1,11 @@
-"""What every frame source shares: the :class:`Frame`, the :class:`Source` interface, their errors, and the
-conversion of decoded images into the engine's pixel format."""
+"""What every frame source shares: the :class:`Frame`, the :class:`Source` interface, their errors, the registry
+of source kinds by URI, and the conversion of decoded images into the engine's pixel format."""
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -87,3 +88,35 @@ def convert_pixels(bgr_or_grey: np.ndarray, pixel_format: str) -> np.ndarray:
 
 def now() -> tuple[int, float]:
     return time.time_ns(), time.perf_counter()
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of source, named by how its URIs begin. ``make(uri, pixel_format, camera)`` returns the source,
+    not opened yet (``camera``: the station's camera settings, :meth:`edge.config.StationConfig.camera_settings`)."""
+
+    name: str
+    prefix: str  # e.g. "folder://"; the first registered kind whose prefix a URI starts with opens it
+    usage: str  # e.g. "folder://DIR[?loop=1]", for the message that lists what is known
+    make: Callable[[str, str, dict], Source]
+
+
+SOURCES: dict[str, SourceKind] = {}
+
+
+def register_source(kind: SourceKind) -> SourceKind:
+    """Add ``kind`` under its name (once)."""
+    if kind.name in SOURCES:
+        raise ValueError(f"source kind {kind.name!r} is registered twice")
+    SOURCES[kind.name] = kind
+    return kind
+
+
+def open_source(uri: str, pixel_format: str, camera: dict | None = None) -> Source:
+    """The source a URI names (not opened yet), delivering frames in ``pixel_format``; ``camera`` holds the camera
+    settings besides frame size and pixel format."""
+    kind = next((k for k in SOURCES.values() if uri.startswith(k.prefix)), None)
+    if kind is None:
+        known = [k.usage for k in SOURCES.values()]
+        raise SourceError(f"unknown source {uri!r}: use {', '.join(known[:-1])} or {known[-1]}")
+    return kind.make(uri, pixel_format, camera or {})

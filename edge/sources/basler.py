@@ -26,7 +26,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from edge.sources.base import CameraLost, Frame, Source, SourceError
+from edge.sources.base import CameraLost, Frame, Source, SourceError, SourceKind, register_source
 
 log = logging.getLogger(__name__)
 
@@ -366,3 +366,13 @@ def _overtrigger_handler(source: BaslerSource):
                 source.overtrigger(ticks)
 
     return OvertriggerHandler()
+
+
+register_source(
+    SourceKind(
+        "basler",
+        "basler",
+        "basler0, basler://SERIAL",
+        lambda uri, fmt, camera: BaslerSource.from_uri(uri, CameraSettings(pixel_format=fmt, **camera)),
+    )
+)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import cv2
 import numpy as np
 
-from edge.sources.base import IMAGE_SUFFIXES, Frame, Source, SourceError, convert_pixels, now
+from edge.sources.base import (
+    IMAGE_SUFFIXES,
+    Frame,
+    Source,
+    SourceError,
+    SourceKind,
+    convert_pixels,
+    now,
+    register_source,
+)
 
 #: The most decoded image data ``preload`` holds in memory.
 PRELOAD_LIMIT = 2 * 2**30
@@ -125,3 +135,25 @@ class VideoSource(Source):
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+def folder_from_uri(uri: str, pixel_format: str, camera: dict) -> FolderSource:
+    """``folder://DIR[?loop=1][&fps=N][&preload=1]``."""
+    parsed = urlparse(uri)
+    folder = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
+    query = parse_qs(parsed.query)
+    loop = query.get("loop", ["0"])[0] in ("1", "true", "yes")
+    try:
+        fps = float(query.get("fps", ["0"])[0])
+    except ValueError as exc:
+        raise SourceError(f"{uri}: fps must be a number of frames per second") from exc
+    preload = query.get("preload", ["0"])[0] in ("1", "true", "yes")
+    return FolderSource(Path(folder), pixel_format, loop, uri, fps, preload)
+
+
+register_source(SourceKind("folder", "folder://", "folder://DIR[?loop=1]", folder_from_uri))
+register_source(
+    SourceKind(
+        "video", "video://", "video://FILE", lambda uri, fmt, _: VideoSource(Path(uri[len("video://") :]), fmt, uri)
+    )
+)
