@@ -491,9 +491,9 @@ class Pipeline:
 
     def _abandon(self, stuck: str, pending: dict[int, Job]) -> None:
         """A stage is stuck for good: no more frames are counted, and every frame captured and not yet published
-        gets its verdict now, in order: its result where it has one, else ``error`` (``engine_error`` while an
-        inference hangs, ``capture_failed`` otherwise)."""
-        reason = "engine_error" if stuck.startswith("inference") else "capture_failed"
+        gets its verdict now, in order: its result where it has one, else ``error`` (``capture_failed`` while a read
+        from the source hangs; ``engine_error`` otherwise: the frames sit between capture and publishing)."""
+        reason = "capture_failed" if stuck.startswith("a read") else "engine_error"
         self._fail(reason, f"stuck: {stuck}")
         with self._intake:
             self._intake_open = False
