@@ -17,11 +17,14 @@ os.environ.setdefault("PYLON_CAMEMU", "2")
 
 @pytest.fixture(scope="session")
 def brick_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small MVTec-style dataset from scikit-image's brick photo (64 px images; every defect kind, 2 each)."""
+    """A small MVTec-style dataset from scikit-image's brick photo (64 px images; four defect kinds, 2 each)."""
     from export.data.texture_dataset import make_texture_dataset
 
     root = tmp_path_factory.mktemp("data") / "brick"
-    make_texture_dataset("brick", root, image_size=64, train=12, test_good=4, test_per_defect=2, crop=96, seed=1)
+    kinds = ("scratch", "crack", "stain", "shape")
+    make_texture_dataset(
+        "brick", root, image_size=64, train=12, test_good=4, test_per_defect=2, crop=96, seed=1, defects=kinds
+    )
     return root
 
 
@@ -58,9 +61,9 @@ def onnx_engine(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory, r
 
 @pytest.fixture(scope="session")
 def part_folder(brick_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real test images in capture order, plus an unreadable file and a frame of the wrong size."""
+    """Real test images in capture order (each twice), plus an unreadable file and a frame of the wrong size."""
     folder = tmp_path_factory.mktemp("parts")
-    images = sorted((brick_dataset / "test").rglob("*.png"))
+    images = sorted((brick_dataset / "test").rglob("*.png")) * 2  # 24 frames: enough for five batches of four
     for i, path in enumerate(images):
         shutil.copy(path, folder / f"{i:03d}_{path.parent.name}.png")
     (folder / "050_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

@@ -68,7 +68,7 @@ def test_int8_runs_on_onnx_runtime_and_openvino_close_to_fp32(
     assert np.abs(outputs["onnxruntime"].score - outputs["openvino"].score).max() < 1e-2
     fidelity = read_sidecar(int8_artefact).build["fidelity"]
     assert [f["backend"] for f in fidelity] == ["onnxruntime", "openvino"]
-    assert all(f["precision"] == "int8" and f["images"] == 16 and f["image_auroc"] for f in fidelity)
+    assert all(f["precision"] == "int8" and f["images"] == 12 and f["image_auroc"] for f in fidelity)
 
 
 def test_the_gate_writes_an_artefact_whose_verdicts_stay(
@@ -136,7 +136,7 @@ def test_edge_verify_runs_the_candidate_on_openvino_in_bf16(
     args = ["--engine", str(onnx_engine), "--reference", str(tiny_checkpoint[0]), "--data", str(brick_dataset)]
     verify_main([*args, "--backend", "openvino", "--inference-precision", "bf16"])
     result = json.loads(capsys.readouterr().out)
-    assert (result["precision"], result["backend"], result["images"]) == ("bf16", "openvino", 16)
+    assert (result["precision"], result["backend"], result["images"]) == ("bf16", "openvino", 12)
     assert result["map_tolerance"] is None and result["max_score_difference"] < 1e-2
 
 
