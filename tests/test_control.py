@@ -203,4 +203,5 @@ def test_over_curve_only_operators_keys_control_and_subscribers_still_get_snapsh
     log = process.stderr.read()
     # both changes logged once each, naming the operator; the refused keys never reached the station
     assert log.count("control from operator alice") == log.count("control from") >= 2
-    assert log.count('→ {"ok": true') == 2
+    # the pause may be logged twice: a first answer later than the polling loop's 1 s on a busy machine is sent again
+    assert log.count('→ {"ok": true, "paused": false') == 1 and 1 <= log.count('→ {"ok": true, "paused": true') <= 2
