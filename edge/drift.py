@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 from edge.sidecar import ScoreSpec
 
@@ -65,3 +66,22 @@ class DriftMonitor:
         """The window's mean minus calibration's, in reference standard deviations; None before any pass."""
         values = list(self.window)  # a copy: the publishing thread appends while metrics read it
         return (sum(values) / len(values) - self.mean) / self.std if values else None
+
+
+class DriftSink:
+    """Feeds passed parts' scores to a :class:`DriftMonitor`; ``on_change(report)`` is called when drift starts or
+    ends (the station logs it and publishes it on its status topic)."""
+
+    name, required = "drift", False
+
+    def __init__(self, monitor: DriftMonitor, on_change: Callable[[dict], None]) -> None:
+        self.monitor, self.on_change = monitor, on_change
+
+    def write(self, verdict: dict, job) -> None:
+        if verdict["verdict"] == "pass":
+            change = self.monitor.add(verdict["score"])
+            if change:
+                self.on_change(change)
+
+    def close(self) -> None:
+        pass

@@ -95,8 +95,10 @@ def run_station(config: StationConfig) -> int:
         pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)
         if config.snapshot:
             sinks.append(SnapshotServer(config.snapshot, pipeline.status, curve=curve))
+            pipeline.add_sink(sinks[-1])
         if config.metrics:
             sinks.append(StationMetrics(config.metrics, pipeline, engine))
+            pipeline.add_sink(sinks[-1])
         if config.control:
             control = ControlServer(config.control, pipeline.control, curve=curve)
         log.info(

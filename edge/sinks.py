@@ -26,7 +26,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from edge.heatmap import blend, colour_bar
+from edge.heatmap import blend, colour_bar, display_values
 from edge.sidecar import FrameSpec
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,27 @@ class JsonlSink:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+
+
+class HeatmapSink:
+    """The anomaly map of every rejected frame as a greyscale PNG on ``heatmap/<station>`` (on the display scale of
+    :mod:`edge.heatmap`: 128 is the pixel threshold), tagged with the verdict's ``seq``."""
+
+    name, required = "heatmaps", False
+
+    def __init__(self, publisher) -> None:
+        self.publisher = publisher  # an edge.publish.VerdictPublisher, used from the publishing thread only
+
+    def write(self, verdict: dict, job) -> None:
+        if verdict["verdict"] != "fail" or job.anomaly_map is None:
+            return
+        grey = np.rint(display_values(job.anomaly_map, verdict["pixel_threshold"]) * 255).astype(np.uint8)
+        ok, png = cv2.imencode(".png", grey)
+        if ok:
+            self.publisher.heatmap(verdict["seq"], png.tobytes())
+
+    def close(self) -> None:
+        pass
 
 
 PANEL_SIZE = 384  # frames are enlarged by a whole factor to about this size (pixels stay exact), never shrunk

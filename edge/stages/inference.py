@@ -1,0 +1,85 @@
+"""The inference stage: batches queued frames up to the engine's max batch, waiting at most ``batch_timeout_ms``
+for a batch to fill, and runs the engine. Every frame leaves with its outputs or an error, whatever the engine does:
+one that raises gives ``error(engine_error)``, outputs unlike the sidecar's shapes and dtypes
+(:class:`~edge.engines.InvalidOutput`) ``error(invalid_output)``."""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass
+
+from edge.engines import Engine, InvalidOutput
+from edge.verdict import Job
+from edge.watchdog import Watchdog
+
+
+@dataclass(frozen=True)
+class End:
+    """No more frames: ``total`` were captured (sent by capture, passed on by inference)."""
+
+    total: int
+
+
+class Inference:
+    """Thread target :meth:`run`: jobs from ``inbox`` → engine → ``outbox``, then the :class:`End`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        inbox: queue.Queue,
+        outbox: queue.Queue,
+        watchdog: Watchdog,
+        max_batch: int = 1,
+        batch_timeout_ms: float = 2.0,
+    ) -> None:
+        self.engine, self.inbox, self.outbox, self.watchdog = engine, inbox, outbox, watchdog
+        self.max_batch, self.batch_timeout_ms = max_batch, batch_timeout_ms
+        self.last_error_at = -1e9  # perf_counter of the last engine failure
+
+    def run(self) -> None:
+        end = None
+        while end is None:
+            first = self.inbox.get()
+            if isinstance(first, End):
+                end = first
+                break
+            batch = [first]
+            deadline = time.perf_counter() + self.batch_timeout_ms / 1e3
+            while len(batch) < self.max_batch:
+                try:
+                    item = self.inbox.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if isinstance(item, End):
+                    end = item
+                    break
+                batch.append(item)
+            self._run_batch(batch)
+        self.outbox.put(end)
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        """Infer one batch; every job leaves with its outputs or an error."""
+        started = time.perf_counter()
+        self.watchdog.inference_started(started)
+        error, detail = None, ""
+        try:
+            result = self.engine.infer([job.frame.pixels for job in batch])  # gathered into the engine's buffer
+            outputs = [(float(result.score[i]), result.anomaly_map[i, 0]) for i in range(len(batch))]
+        except Exception as exc:  # any engine failure is a verdict, not a crash
+            error = "invalid_output" if isinstance(exc, InvalidOutput) else "engine_error"
+            detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+            self.last_error_at = time.perf_counter()
+        ended = time.perf_counter()
+        self.watchdog.inference_ended()
+        for i, job in enumerate(batch):
+            job.t_infer_start, job.t_infer_end, job.batch = started, ended, len(batch)
+            if error is None:
+                job.score, job.anomaly_map = outputs[i]
+            else:
+                job.error, job.detail = error, detail
+            self.outbox.put(job)
+
+    def depth(self) -> int:
+        """Frames waiting for inference now."""
+        return self.inbox.qsize()
