@@ -1,9 +1,10 @@
 """Greedy coreset subsampling (PatchCore, Roth et al. 2022, Algorithm 1): pick the point farthest from those
 already picked, again and again, so the picked points cover the whole set (minimax facility location).
 
-Distances are measured after a Gaussian random projection to at most ``projection`` dimensions (the paper's
-Johnson–Lindenstrauss speed-up; the paper projects to 128, PatchCore's CPU preset to 32, which keeps 50,000
-projected points in cache and picks 10× faster on a 2-core CPU); the picked indices refer to the full features.
+Distances are measured after a Gaussian random projection to ``projection`` dimensions where the features have
+more (the paper's Johnson–Lindenstrauss speed-up, to 128 as in the paper; PatchCore's default features have 64, so
+they are picked on their own distances: on the validation sets, seed 1, a projection to 32 lost 0.006 image and
+pixel AUROC); the picked indices refer to the full features.
 
 On a CPU the loop runs on one thread: each pick is a few small operations, and waking a second thread for each
 costs more than it saves (on a 2-core CPU with other work running, 48 ms a pick on two threads against 1.1 ms on

@@ -30,7 +30,10 @@ class PatchCoreTraining:
         metadata={"help": "most bank vectors whatever the number of images: bounds the line's time per frame"},
     )
     coreset_projection: int = field(
-        default=32, metadata={"help": "random-projection dimensions for the coreset's distances"}
+        default=128,
+        metadata={
+            "help": "random-projection dimensions for the coreset's distances (none where the features have fewer)"
+        },
     )
     backbone_weights: str | None = field(
         default=None,
