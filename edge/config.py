@@ -95,7 +95,7 @@ class StationConfig:
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(f"unknown setting {key!r}{f' in {path}' if path else ''}; known: {', '.join(known)}")
-            values[key] = _check(key, value, known[key].type)
+            values[key] = check_value(key, value, known[key].type)
         config = cls(**values)
         for key in ("engine", "camera"):
             if not getattr(config, key):
@@ -120,7 +120,9 @@ class StationConfig:
         return config
 
 
-def _check(key: str, value, annotation: str):
+def check_value(key: str, value, annotation: str):
+    """``value`` of setting ``key`` if it fits the field's annotation (a string: ``int | None``); an int where a
+    float is wanted becomes a float; ConfigError naming the setting otherwise."""
     base = annotation.split(" | ")[0]
     if value is None and "None" in annotation:
         return None

@@ -494,7 +494,7 @@ def test_ports_in_use_and_bad_settings_give_one_error_line(tmp_path: Path, capsy
 def test_the_shipped_config_unit_and_help() -> None:
     config = BridgeConfig.load(ROOT / "deploy" / "bridge.toml", {}, [])
     assert [(s.name, s.modbus_unit) for s in config.stations] == [("line3-cam1", 1), ("line3-cam2", 2)]
-    assert config.opcua.startswith("opc.tcp://") and config.metrics == "9102"
+    assert config.outputs["opcua"].address.startswith("opc.tcp://") and config.metrics == "9102"
     unit = (ROOT / "deploy" / "edge-bridge.service").read_text()
     assert "ExecStart=/usr/local/bin/edge-bridge --config /etc/edge/bridge.toml" in unit and "Type=notify" in unit
     shown = subprocess.run([*BRIDGE, "--help"], capture_output=True, text=True, timeout=60).stdout

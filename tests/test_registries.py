@@ -1,12 +1,17 @@
-"""Sources and engine backends register by name: a new one is one registration, and every tool sees it."""
+"""Sources, engine backends and bridge outputs register by name: a new one is one registration; every tool sees it."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.config import ConfigError
 from edge.engines import BACKENDS, Backend, EngineError, backend_names, open_engine, register_backend
 from edge.engines.onnxruntime_engine import OnnxRuntimeEngine
 from edge.sources import SOURCES, Frame, Source, SourceError, SourceKind, open_source, register_source
@@ -108,3 +113,105 @@ def test_a_second_default_for_the_same_suffix_is_refused() -> None:
     with pytest.raises(ValueError, match=r"already the default for \['.onnx'\]"):
         register_backend(Backend("other", "Other", (".onnx",), (".onnx",), lambda *_: None))
     assert "other" not in BACKENDS
+
+
+@dataclass
+class RecordSettings:
+    address: str = field(default="off", metadata={"help": "record verdicts, or off"})
+    limit: int = field(default=100, metadata={"help": "verdicts kept"})
+
+    def check(self) -> None:
+        if self.limit < 1:
+            raise ConfigError("record_limit must be at least 1")
+
+
+class RecordOutput:
+    """An output that keeps the seq of every verdict it is given."""
+
+    name = "record"
+
+    def __init__(self, settings: RecordSettings) -> None:
+        self.settings, self.seqs, self.started, self.stopped = settings, [], False, False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def verdict(self, view) -> None:
+        self.seqs.append(view.last["seq"])
+
+    async def current(self, view) -> None: ...
+
+    async def status(self, view) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def clients(self) -> int:
+        return 1
+
+    def metric_families(self) -> list:
+        return []
+
+    def station_summary(self, station: str) -> str:
+        return f"record: {len(self.seqs)} kept"
+
+
+def test_a_registered_bridge_output_gets_its_settings_and_flags_and_serves_a_real_station(capsys) -> None:
+    pytest.importorskip("prometheus_client", reason="the bridge extra is not installed")
+    from edge.bridge.cli import main as bridge_main
+    from edge.bridge.config import BridgeConfig, StationLink
+    from edge.bridge.outputs import OUTPUTS, OutputKind, output_kinds, register_output
+    from edge.bridge.service import Bridge
+    from edge.publish import VerdictPublisher
+
+    built: list[RecordOutput] = []
+    kind = OutputKind(
+        "record", "keeps seqs", RecordSettings, lambda s, views, metrics: built.append(RecordOutput(s)) or built[-1]
+    )
+    assert set(output_kinds()) == {"opcua", "modbus"}
+    register_output(kind)
+    try:
+        with pytest.raises(ValueError, match="registered twice"):
+            register_output(kind)
+        with pytest.raises(SystemExit):
+            bridge_main(["--help"])
+        shown = capsys.readouterr().out
+        assert (
+            "--record RECORD" in shown
+            and "--record-limit RECORD_LIMIT" in shown
+            and "verdicts kept (default 100)" in shown
+        )
+        assert bridge_main(["--station", "a=tcp://127.0.0.1:1", "--record", "on", "--record-limit", "0"]) == 2
+        assert "record_limit must be at least 1" in capsys.readouterr().err
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        station = VerdictPublisher(f"tcp://127.0.0.1:{port}", "line")
+        config = BridgeConfig.load(
+            None, {"opcua": "off", "modbus": "off", "record": "on", "record_limit": 5},
+            [StationLink("line", f"tcp://127.0.0.1:{port}")],
+        )  # fmt: skip
+        assert config.outputs["record"] == RecordSettings("on", 5) and list(config.served()) == ["record"]
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            running = asyncio.create_task(Bridge(config).run(stop))
+            deadline = time.monotonic() + 20
+            while not built or not built[0].seqs:  # the subscriber joins late (ZeroMQ): publish until it hears
+                assert time.monotonic() < deadline, "the output was never given a verdict"
+                now = time.time_ns()
+                station.verdict({"frame_id": station.seq, "t_capture_ns": now, "t_receive_ns": now, "verdict": "pass",
+                                 "reason": None, "score": 0.1, "threshold": 0.5})  # fmt: skip
+                await asyncio.sleep(0.05)
+            stop.set()
+            await running
+
+        asyncio.run(scenario())
+        station.close(0)
+        output = built[0]
+        assert output.started and output.stopped and output.seqs == sorted(output.seqs)
+        assert output.seqs == list(range(output.seqs[0], output.seqs[0] + len(output.seqs)))  # none skipped
+    finally:
+        del OUTPUTS["record"]

@@ -57,15 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--snapshot", action="append", default=[], metavar="NAME=ENDPOINT", help="that station's snapshot endpoint"
     )
-    parser.add_argument("--opcua", help="OPC UA endpoint (default opc.tcp://0.0.0.0:4840/edge/), or off")
-    parser.add_argument("--modbus", help="Modbus TCP HOST:PORT (default 0.0.0.0:502), or off")
-    parser.add_argument("--modbus-queue", type=int, help="results waiting for the PLC before overflow (default 32)")
-    parser.add_argument("--metrics", help="Prometheus /metrics on PORT or HOST:PORT (default off)")
-    parser.add_argument("--offline-heartbeats", type=int, help="heartbeats missed before offline (default 3)")
     security = parser.add_argument_group("security")
-    security.add_argument("--opcua-certificate", help="the bridge's certificate (edge-bridge certs): encryption on")
-    security.add_argument("--opcua-private-key", help="its private key")
-    security.add_argument("--opcua-trusted", help="folder of the admitted OPC UA clients' certificates")
+    add_setting_flags(parser, security)
     security.add_argument("--curve-secret", help="CURVE: the bridge's secret certificate (stations given by flag)")
     security.add_argument("--curve-server", help="CURVE: the stations' public certificate")
     parser.add_argument("--verbose", action="store_true", help="log every connection and snapshot")
@@ -75,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="edge-bridge: %(message)s")
     for noisy in ("asyncua", "pymodbus"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
-    from edge.bridge.config import BridgeConfig, ConfigError, check_station, parse_station_flag
+    from edge.bridge.config import BridgeConfig, ConfigError, check_station, parse_station_flag, setting_fields
     from edge.bridge.service import Bridge, BridgeError
 
     def body() -> int:
@@ -89,12 +82,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         for station in stations:
             station.curve_secret, station.curve_server = args.curve_secret, args.curve_server
             check_station(station)
-        keys = ("opcua", "modbus", "modbus_queue", "metrics", "offline_heartbeats")
-        keys += ("opcua_certificate", "opcua_private_key", "opcua_trusted")
-        config = BridgeConfig.load(args.config, {key: getattr(args, key) for key in keys}, stations)
+        overrides = {key: getattr(args, key) for key in setting_fields()}
+        config = BridgeConfig.load(args.config, overrides, stations)
         return asyncio.run(_serve(Bridge(config)))
 
     return run_tool("edge-bridge", body, (ConfigError, BridgeError))
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, security: argparse._ArgumentGroup) -> None:
+    """A flag for every ``[bridge]`` setting (``--offline-heartbeats``, ``--modbus-queue``, ...), made from the
+    settings' dataclasses: their defaults and help texts are written there only."""
+    from edge.bridge.config import setting_fields
+
+    for key, (_, spec) in setting_fields().items():
+        kind = spec.type.split(" | ")[0]
+        default = "off" if spec.default is None else spec.default
+        group = security if spec.metadata.get("group") == "security" else parser
+        group.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type={"int": int, "float": float}.get(kind),
+            help=f"{spec.metadata.get('help', '')} (default {default})",
+        )
 
 
 async def _serve(bridge) -> int:

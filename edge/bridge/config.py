@@ -1,5 +1,5 @@
 """The bridge's settings: defaults, then a TOML file (``deploy/bridge.toml``), then flags; checked before any
-socket opens.
+socket opens. Each output's settings are its own dataclass (:mod:`edge.bridge.outputs`).
 
 ```toml
 [bridge]
@@ -18,12 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
 
-from edge.config import ConfigError, _check, tomllib
+from edge.bridge.outputs import OFF, output_kinds
+from edge.config import ConfigError, check_value, tomllib
 from edge.metrics import listen_address
 
-OFF = "off"
+CORE = ("metrics", "offline_heartbeats")  # the [bridge] keys that belong to no output
 
 
 @dataclass
@@ -41,19 +42,25 @@ class StationLink:
         return (Path(self.curve_secret), Path(self.curve_server)) if self.curve_secret else None
 
 
+def setting_fields() -> dict[str, tuple[str | None, Any]]:
+    """Every ``[bridge]`` key → (the output it belongs to or None, its dataclass field)."""
+    core = {f.name: (None, f) for f in fields(BridgeConfig) if f.name in CORE}
+    return core | {key: (name, f) for name, kind in output_kinds().items() for key, f in kind.keys().items()}
+
+
 @dataclass
 class BridgeConfig:
-    """Everything ``edge-bridge`` needs; names match the flags (``modbus_queue`` ↔ ``--modbus-queue``)."""
+    """Everything ``edge-bridge`` needs besides the outputs' own settings (``outputs``: output name → its
+    settings); names match the flags (``offline_heartbeats`` ↔ ``--offline-heartbeats``)."""
 
     stations: list[StationLink] = field(default_factory=list)
-    opcua: str = "opc.tcp://0.0.0.0:4840/edge/"  # "off": no OPC UA
-    opcua_certificate: str | None = None  # the bridge's certificate (DER) …
-    opcua_private_key: str | None = None  # … and private key (PEM): Basic256Sha256 Sign&Encrypt only
-    opcua_trusted: str | None = None  # folder of the admitted clients' certificates (DER)
-    modbus: str = "0.0.0.0:502"  # HOST:PORT, or "off"
-    modbus_queue: int = 32  # results waiting for the PLC's acknowledge; beyond it they are dropped and counted
-    metrics: str | None = None  # Prometheus /metrics on PORT or HOST:PORT
-    offline_heartbeats: int = 3  # heartbeats missed before a station is offline
+    metrics: str | None = field(default=None, metadata={"help": "Prometheus /metrics on PORT or HOST:PORT"})
+    offline_heartbeats: int = field(default=3, metadata={"help": "heartbeats missed before a station is offline"})
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def served(self) -> dict[str, Any]:
+        """The outputs that are on, by name."""
+        return {name: settings for name, settings in self.outputs.items() if settings.address != OFF}
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict, stations: list[StationLink]) -> BridgeConfig:
@@ -74,40 +81,35 @@ class BridgeConfig:
             values = dict(document.get("bridge", {}))
             listed = [_station(entry, where) for entry in document.get("station", [])]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name: f for f in fields(cls) if f.name != "stations"}
+        known = setting_fields()
+        core, per_output = {}, {name: {} for name in output_kinds()}
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(f"unknown setting {key!r}{where}; known: {', '.join(known)}")
-            values[key] = _check(key, value, known[key].type)
+            output, spec = known[key]
+            checked = check_value(key, value, spec.type)
+            if output is None:
+                core[key] = checked
+            else:
+                per_output[output][spec.name] = checked
+        outputs = {name: output_kinds()[name].settings(**given) for name, given in per_output.items()}
         by_name = {station.name: station for station in listed}
         by_name.update({station.name: station for station in stations})
-        config = cls(stations=list(by_name.values()), **values)
+        config = cls(stations=list(by_name.values()), outputs=outputs, **core)
         config._validate(where)
         return config
 
     def _validate(self, where: str) -> None:
         if not self.stations:
             raise ConfigError(f"no station to follow{where}: give --station NAME=ENDPOINT or [[station]] entries")
-        if self.opcua == OFF and self.modbus == OFF and self.metrics is None:
-            raise ConfigError("nothing to serve: OPC UA and Modbus are off and no metrics port is given")
-        if self.opcua != OFF:
-            url = urlparse(self.opcua)
-            if url.scheme != "opc.tcp" or not url.hostname or url.port is None:
-                raise ConfigError(f"opcua = {self.opcua!r}: write opc.tcp://HOST:PORT/PATH (or off)")
-        if self.modbus != OFF:
-            _address("modbus", self.modbus)
+        if not self.served() and self.metrics is None:
+            raise ConfigError(f"nothing to serve: every output ({', '.join(self.outputs)}) is off and no metrics port")
+        for settings in self.served().values():
+            settings.check()
         if self.metrics is not None:
             _address("metrics", self.metrics)
-        keys = (self.opcua_certificate, self.opcua_private_key)
-        if (keys[0] is None) != (keys[1] is None):
-            raise ConfigError("OPC UA security needs both opcua_certificate and opcua_private_key (edge-bridge certs)")
-        if keys[0] is not None and not self.opcua_trusted:
-            raise ConfigError(
-                "with OPC UA certificates, give opcua_trusted: a folder of admitted clients' certificates"
-            )
-        for key in ("modbus_queue", "offline_heartbeats"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"setting {key!r} must be positive, got {getattr(self, key)}")
+        if self.offline_heartbeats <= 0:
+            raise ConfigError(f"setting 'offline_heartbeats' must be positive, got {self.offline_heartbeats}")
         units = [station.modbus_unit for station in self.stations if station.modbus_unit is not None]
         for station in self.stations:
             unit = station.modbus_unit
@@ -134,7 +136,7 @@ def _station(entry, where: str) -> StationLink:
     for key, value in entry.items():
         if key not in known:
             raise ConfigError(f"unknown station setting {key!r}{where}; known: {', '.join(known)}")
-        entry[key] = _check(key, value, known[key].type)
+        entry[key] = check_value(key, value, known[key].type)
     station = StationLink(**entry)
     check_station(station, where)
     return station

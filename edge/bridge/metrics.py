@@ -25,7 +25,7 @@ from edge.metrics import serve, stop_serving
 
 try:
     import prometheus_client
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import GaugeMetricFamily
 except ImportError:  # the bridge extra; edge-bridge names what to install
     prometheus_client = None
 
@@ -82,9 +82,9 @@ class BridgeMetrics:
                 }
         return summary
 
-    def watch(self, views, opcua, modbus) -> None:
-        """Report the stations' states and the outputs' clients and queues when scraped."""
-        self.registry.register(_BridgeCollector(views, opcua, modbus))
+    def watch(self, views, outputs) -> None:
+        """Report the stations' states and the outputs' clients and own metrics when scraped."""
+        self.registry.register(_BridgeCollector(views, outputs))
 
     def serve(self, address: str) -> None:
         self._server, _ = serve(address, self.registry)
@@ -95,32 +95,17 @@ class BridgeMetrics:
 
 
 class _BridgeCollector:
-    def __init__(self, views, opcua, modbus) -> None:
-        self.views, self.opcua, self.modbus = views, opcua, modbus
+    def __init__(self, views, outputs) -> None:
+        self.views, self.outputs = views, outputs
 
     def collect(self):
         clients = GaugeMetricFamily("edge_bridge_clients", "Connected clients", labels=["protocol"])
-        if self.opcua is not None:
-            clients.add_metric(["opcua"], self.opcua.clients())
-        if self.modbus is not None:
-            clients.add_metric(["modbus"], self.modbus.clients)
+        for output in self.outputs:
+            clients.add_metric([output.name], output.clients())
         state = GaugeMetricFamily("edge_bridge_station_state", "1 for the station's state", labels=["station", "state"])
         for view in self.views:
             for name in STATES:
                 state.add_metric([view.name, name], float(view.state == name))
         yield from (clients, state)
-        if self.modbus is not None:
-            depth = GaugeMetricFamily(
-                "edge_bridge_modbus_queue_depth", "Results waiting for the PLC", labels=["station"]
-            )
-            overflow = CounterMetricFamily(
-                "edge_bridge_modbus_overflow", "Results dropped: queue full", labels=["station"]
-            )
-            refused = CounterMetricFamily(
-                "edge_bridge_modbus_refused", "Acknowledges of a result not presented", labels=["station"]
-            )
-            for name, registers in self.modbus.stations.items():
-                depth.add_metric([name], len(registers.waiting))
-                overflow.add_metric([name], registers.overflow)
-                refused.add_metric([name], registers.refused)
-            yield from (depth, overflow, refused)
+        for output in self.outputs:
+            yield from output.metric_families()

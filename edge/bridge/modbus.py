@@ -37,9 +37,18 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from dataclasses import dataclass, field
 
 from edge.bridge import bind_error
+from edge.bridge.outputs import OutputError, OutputKind, register_output
 from edge.bridge.station import StationView
+from edge.config import ConfigError
+from edge.metrics import listen_address
+
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+except ImportError:  # the bridge extra; edge-bridge names what to install
+    CounterMetricFamily = GaugeMetricFamily = None
 
 try:
     from pymodbus.constants import ExcCodes
@@ -72,7 +81,7 @@ OTHER_REASON = 99
 NO_SCORE = 65535
 
 
-class ModbusError(Exception):
+class ModbusError(OutputError):
     """The Modbus server cannot start; the message says why."""
 
 
@@ -167,12 +176,33 @@ class StationRegisters:
         return None
 
 
+@dataclass
+class ModbusSettings:
+    """``modbus = …`` and ``modbus_*`` in ``[bridge]``; ``--modbus`` and ``--modbus-*`` flags."""
+
+    address: str = field(default="0.0.0.0:502", metadata={"help": "Modbus TCP HOST:PORT, or off"})
+    queue: int = field(
+        default=32,
+        metadata={"help": "results waiting for the PLC's acknowledge; beyond it they are dropped and counted"},
+    )
+
+    def check(self) -> None:
+        try:
+            listen_address(self.address)
+        except ValueError as exc:
+            raise ConfigError(f"modbus = {exc}") from exc
+        if self.queue <= 0:
+            raise ConfigError(f"setting 'modbus_queue' must be positive, got {self.queue}")
+
+
 class ModbusOutput:
     """The Modbus TCP server for all stations."""
 
+    name = "modbus"
+
     def __init__(self, address: tuple[str, int], views: list[StationView], queue_size: int, metrics=None) -> None:
         self.address = address
-        self.clients = 0
+        self._clients = 0
         self.metrics = metrics
         self.stations = {view.name: StationRegisters(view, queue_size, self._presented) for view in views}
         self._server = None
@@ -182,7 +212,11 @@ class ModbusOutput:
             self.metrics.written("modbus", verdict["t_publish_ns"])
 
     def _connection(self, connected: bool) -> None:
-        self.clients += 1 if connected else -1
+        self._clients += 1 if connected else -1
+
+    def clients(self) -> int:
+        """Connected Modbus clients."""
+        return self._clients
 
     async def start(self) -> None:
         host, port = self.address
@@ -208,13 +242,46 @@ class ModbusOutput:
     async def verdict(self, view: StationView) -> None:
         self.stations[view.name].verdict(view.last)
 
+    async def current(self, view: StationView) -> None:
+        """A snapshot's values are not a new result for the PLC: only the live registers change."""
+        self.stations[view.name].refresh()
+
     async def status(self, view: StationView) -> None:
         self.stations[view.name].refresh()
 
     def tick(self) -> None:
+        """The Alive counter."""
         for registers in self.stations.values():
             registers.tick()
+
+    def metric_families(self) -> list:
+        depth = GaugeMetricFamily("edge_bridge_modbus_queue_depth", "Results waiting for the PLC", labels=["station"])
+        overflow = CounterMetricFamily("edge_bridge_modbus_overflow", "Results dropped: queue full", labels=["station"])
+        refused = CounterMetricFamily(
+            "edge_bridge_modbus_refused", "Acknowledges of a result not presented", labels=["station"]
+        )
+        for name, registers in self.stations.items():
+            depth.add_metric([name], len(registers.waiting))
+            overflow.add_metric([name], registers.overflow)
+            refused.add_metric([name], registers.refused)
+        return [depth, overflow, refused]
+
+    def station_summary(self, station: str) -> str:
+        registers = self.stations[station]
+        return f"Modbus: {registers.presented} presented, overflow {registers.overflow}"
 
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.shutdown()
+
+
+register_output(
+    OutputKind(
+        name="modbus",
+        summary="Modbus TCP server: one unit per station, NewResult/Acknowledge handshake",
+        settings=ModbusSettings,
+        build=lambda settings, views, metrics: ModbusOutput(
+            listen_address(settings.address), views, settings.queue, metrics
+        ),
+    )
+)

@@ -39,12 +39,15 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
 from edge.bridge import bind_error
+from edge.bridge.outputs import OutputError, OutputKind, register_output
 from edge.bridge.station import StationView
+from edge.config import ConfigError
 
 try:
     from asyncua import Server, ua
@@ -77,7 +80,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 INITIAL = {"UInt64": 0, "Int64": 0, "String": "", "Double": math.nan, "DateTime": EPOCH}
 
 
-class OpcuaError(Exception):
+class OpcuaError(OutputError):
     """The OPC UA server cannot start; the message says why."""
 
 
@@ -95,8 +98,38 @@ def certificate_uri(certificate: x509.Certificate) -> str | None:
     return uris[0] if uris else None
 
 
+@dataclass
+class OpcuaSettings:
+    """``opcua = …`` and ``opcua_*`` in ``[bridge]``; ``--opcua`` and ``--opcua-*`` flags."""
+
+    address: str = field(
+        default="opc.tcp://0.0.0.0:4840/edge/", metadata={"help": "OPC UA endpoint opc.tcp://HOST:PORT/PATH, or off"}
+    )
+    certificate: str | None = field(
+        default=None,
+        metadata={"help": "the bridge's certificate (DER; edge-bridge certs): Sign&Encrypt on", "group": "security"},
+    )
+    private_key: str | None = field(default=None, metadata={"help": "its private key (PEM)", "group": "security"})
+    trusted: str | None = field(
+        default=None, metadata={"help": "folder of the admitted clients' certificates (DER)", "group": "security"}
+    )
+
+    def check(self) -> None:
+        url = urlparse(self.address)
+        if url.scheme != "opc.tcp" or not url.hostname or url.port is None:
+            raise ConfigError(f"opcua = {self.address!r}: write opc.tcp://HOST:PORT/PATH (or off)")
+        if (self.certificate is None) != (self.private_key is None):
+            raise ConfigError("OPC UA security needs both opcua_certificate and opcua_private_key (edge-bridge certs)")
+        if self.certificate is not None and not self.trusted:
+            raise ConfigError(
+                "with OPC UA certificates, give opcua_trusted: a folder of admitted clients' certificates"
+            )
+
+
 class OpcuaOutput:
     """The OPC UA server for all stations."""
+
+    name = "opcua"
 
     def __init__(
         self,
@@ -213,7 +246,13 @@ class OpcuaOutput:
         counters = {"Passed": view.passed, "Failed": view.failed, "Errors": view.errors, "Missed": view.missed}
         return [(name, kind, counters[name]) for name, kind in COUNTER_VARIABLES]
 
-    async def verdict(self, view: StationView, fresh: bool = True) -> None:
+    async def verdict(self, view: StationView) -> None:
+        await self._write_verdict(view, fresh=True)
+
+    async def current(self, view: StationView) -> None:
+        await self._write_verdict(view, fresh=False)
+
+    async def _write_verdict(self, view: StationView, fresh: bool) -> None:
         """A verdict: counters, then the verdict's values, ``Seq`` last, all with the same timestamps. ``fresh``:
         just received (timed for the latency metric), not shown from a snapshot."""
         nodes, good = self._nodes[view.name], ua.StatusCode(ua.StatusCodes.Good)
@@ -250,6 +289,27 @@ class OpcuaOutput:
         """Connected OPC UA clients."""
         return len(self.server.bserver.clients) if self.server is not None and self.server.bserver else 0
 
+    def tick(self) -> None:
+        pass
+
+    def metric_families(self) -> list:
+        return []
+
+    def station_summary(self, station: str) -> str:
+        return ""
+
     async def stop(self) -> None:
         if self.server is not None and self.server.bserver is not None:
             await self.server.stop()
+
+
+register_output(
+    OutputKind(
+        name="opcua",
+        summary="OPC UA server: one object per station, Seq written last",
+        settings=OpcuaSettings,
+        build=lambda settings, views, metrics: OpcuaOutput(
+            settings.address, views, settings.certificate, settings.private_key, settings.trusted, metrics
+        ),
+    )
+)

@@ -1,5 +1,6 @@
 """The bridge at run time: one feed thread per station, one asyncio loop that applies their events to the
-station views in order and updates the outputs (OPC UA, Modbus), and the metrics endpoint."""
+station views in order and updates the outputs (each registered one that is on: :mod:`edge.bridge.outputs`), and
+the metrics endpoint."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import asyncio
 import contextlib
 import logging
 
-from edge.bridge.config import OFF, BridgeConfig
+from edge.bridge.config import BridgeConfig
 from edge.bridge.feed import StationFeed
 from edge.bridge.metrics import BridgeMetrics
-from edge.bridge.modbus import ModbusError, ModbusOutput
-from edge.bridge.opcua import OpcuaError, OpcuaOutput
+from edge.bridge.outputs import Output, OutputError, output_kinds
 from edge.bridge.station import Snapshot, StationView
-from edge.metrics import MetricsError, listen_address
+from edge.metrics import MetricsError
 from edge.security import SecurityError
 from edge.systemd import notify
 
@@ -31,15 +31,10 @@ class Bridge:
         self.config = config
         self.views = {link.name: StationView(link.name, link.modbus_unit) for link in config.stations}
         self.metrics = BridgeMetrics()
-        views = list(self.views.values())
-        self.opcua = None
-        if config.opcua != OFF:
-            keys = (config.opcua_certificate, config.opcua_private_key, config.opcua_trusted)
-            self.opcua = OpcuaOutput(config.opcua, views, *keys, metrics=self.metrics)
-        self.modbus = None
-        if config.modbus != OFF:
-            self.modbus = ModbusOutput(listen_address(config.modbus), views, config.modbus_queue, self.metrics)
-        self.outputs = [output for output in (self.opcua, self.modbus) if output is not None]
+        views, kinds = list(self.views.values()), output_kinds()
+        self.outputs: list[Output] = [
+            kinds[name].build(settings, views, self.metrics) for name, settings in config.served().items()
+        ]
         self.feeds: list[StationFeed] = []
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -58,12 +53,12 @@ class Bridge:
                 for output in self.outputs:
                     await output.start()
                     started.append(output)
-                self.metrics.watch(list(self.views.values()), self.opcua, self.modbus)
+                self.metrics.watch(list(self.views.values()), self.outputs)
                 for link in self.config.stations:
                     feed = StationFeed(link, deliver, self.config.offline_heartbeats, self.metrics)
                     self.feeds.append(feed)
                     feed.start()
-            except (OpcuaError, ModbusError, MetricsError, SecurityError) as exc:
+            except (OutputError, MetricsError, SecurityError) as exc:
                 raise BridgeError(str(exc)) from exc
             notify("READY=1\nSTATUS=edge-bridge: " + ", ".join(self.views))
             ticker = asyncio.create_task(self._tick(stop))
@@ -86,10 +81,8 @@ class Bridge:
     async def _apply(self, view: StationView, event) -> None:
         change = view.apply(event)
         if change == "verdict" and isinstance(event, Snapshot):  # the station's current values, not a new result
-            if self.opcua is not None:
-                await self.opcua.verdict(view, fresh=False)
-            if self.modbus is not None:
-                await self.modbus.status(view)
+            for output in self.outputs:
+                await output.current(view)
         elif change == "verdict":
             for output in self.outputs:
                 await output.verdict(view)
@@ -98,10 +91,10 @@ class Bridge:
                 await output.status(view)
 
     async def _tick(self, stop: asyncio.Event) -> None:
-        """Once a second: the Modbus Alive counter and the service watchdog."""
+        """Once a second: the outputs' ticks (Modbus: the Alive counter) and the service watchdog."""
         while not stop.is_set():
-            if self.modbus is not None:
-                self.modbus.tick()
+            for output in self.outputs:
+                output.tick()
             notify("WATCHDOG=1")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
@@ -109,7 +102,7 @@ class Bridge:
     def _summary(self) -> None:
         for feed in self.feeds:
             view = self.views[feed.link.name]
-            queue = self.modbus.stations[view.name] if self.modbus is not None else None
+            outputs = "".join(f"; {said}" for output in self.outputs if (said := output.station_summary(view.name)))
             log.info(
                 "%s: state %s, last seq %s, passed %d, failed %d, errors %d, missed %d, malformed %d%s",
                 view.name,
@@ -120,7 +113,7 @@ class Bridge:
                 view.errors,
                 view.missed,
                 feed.malformed,
-                f"; Modbus: {queue.presented} presented, overflow {queue.overflow}" if queue is not None else "",
+                outputs,
             )
         for protocol, summary in self.metrics.latency_summary().items():
             log.info("%s: station publish → written p50 %s ms, p99 %s ms", protocol, summary["p50"], summary["p99"])
