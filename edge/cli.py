@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from edge.engines import EngineError
@@ -64,31 +65,6 @@ examples:
 """
 
 
-def _flag_overrides(args: argparse.Namespace) -> dict:
-    from edge.config import StationConfig
-
-    return {k: getattr(args, k) for k in StationConfig.__dataclass_fields__ if hasattr(args, k)}
-
-
-def _engine_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge.engines import backend_names
-    from edge.engines.openvino_engine import INFERENCE_PRECISIONS
-
-    group = parser.add_argument_group("engine runtime (README: choosing the runtime)")
-    group.add_argument(
-        "--backend",
-        choices=backend_names(),
-        help="auto (default): by the artefact's suffix; openvino runs an .onnx on OpenVINO (CPU)",
-    )
-    group.add_argument(
-        "--inference-precision",
-        choices=list(INFERENCE_PRECISIONS),
-        help="OpenVINO: fp32 (default) or bf16 where the CPU has BF16 instructions",
-    )
-    group.add_argument("--threads", type=int, help="OpenVINO: inference threads (default: all cores)")
-    group.add_argument("--openvino-cache", help="OpenVINO: compiled-model cache folder (default: ENGINE.openvino/)")
-
-
 def run_main(argv: Sequence[str] | None = None) -> int:
     """``edge-run``: stream a source through an engine and publish verdicts."""
     parser = argparse.ArgumentParser(
@@ -98,66 +74,20 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from edge.config import GROUP_TITLES, StationConfig
+    from edge.settings import add_flags, given
+
     parser.add_argument("--config", type=Path, help="station TOML file")
-    parser.add_argument("--engine", help="artefact: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt2 (torch)")
-    _engine_arguments(parser)
-    parser.add_argument("--camera", help="basler0, basler://SERIAL, folder://DIR[?loop=1] or video://FILE")
-    parser.add_argument("--station", help="station name in topics and verdicts (default: station)")
-    parser.add_argument("--publish", help="ZeroMQ endpoint to bind (default tcp://*:5556; ipc:// works too)")
-    parser.add_argument("--threshold", type=float, help="image-score threshold (default: the engine's calibration)")
-    parser.add_argument("--pixel-threshold", type=float, help="region threshold (default: calibration)")
-    parser.add_argument("--max-batch", type=int, help="frames per inference (default: the engine's maximum)")
-    parser.add_argument("--batch-timeout-ms", type=float, help="longest wait for a batch to fill (default 2)")
-    parser.add_argument("--queue-size", type=int, help="frames waiting for inference before overrun (default 8)")
-    parser.add_argument("--wait-subscribers", type=int, help="hold capture until N subscribers (finite sources: 1)")
-    parser.add_argument("--wait-timeout", type=float, help="seconds to wait for them (default 10)")
-    parser.add_argument("--jsonl", help="also write every verdict as a JSON line to this file, or - for stdout")
-    parser.add_argument("--rejects", help="folder for rejected frames with heatmaps (bounded)")
-    parser.add_argument("--rejects-max-files", type=int)
-    parser.add_argument("--rejects-max-mb", type=float)
-    parser.add_argument("--heatmaps", action="store_true", default=None, help="publish PNG heatmaps of rejects")
-    parser.add_argument("--heartbeat-s", type=float, help="heartbeat interval (default 1)")
-    parser.add_argument("--linger-ms", type=int, help="longest wait for unsent messages at exit (default 1000)")
-    parser.add_argument("--max-frames", type=int, help="stop after this many captured frames")
-    parser.add_argument("--snapshot", help="REQ/REP endpoint for late joiners' status and last verdicts")
-    parser.add_argument(
-        "--control",
-        help="REQ/REP endpoint for operators: set_threshold, pause, resume, status (this machine only, e.g. "
-        "tcp://127.0.0.1:5558, unless CURVE admits operators' keys with --control-allow)",
-    )
-    parser.add_argument(
-        "--verdict-deadline-ms", type=float, help="a frame not judged this long after capture gets error(deadline)"
-    )
-    parser.add_argument(
-        "--stall-s",
-        type=float,
-        help="watchdog: a live camera silent or a stage stuck this long → degraded; stuck twice as long → exit 1",
-    )
-    parser.add_argument("--metrics", help="Prometheus /metrics on PORT or HOST:PORT (default off; bridge extra)")
-    security = parser.add_argument_group("security (CURVE; see edge-keys)")
-    security.add_argument("--curve-secret", help="the station's secret certificate (NAME.key_secret)")
-    security.add_argument("--curve-allow", help="folder of the public certificates of admitted subscribers")
-    security.add_argument("--control-allow", help="folder of the public certificates of admitted operators")
-    camera = parser.add_argument_group("Basler camera (basler0, basler://SERIAL)")
-    camera.add_argument(
-        "--trigger",
-        choices=["free", "software", "line1", "line2", "line3", "line4"],
-        help="free-run (default), software trigger, or a hardware trigger line",
-    )
-    camera.add_argument("--exposure-us", type=float, help="exposure time in µs")
-    camera.add_argument("--gain", type=float, help="gain in the camera's unit (dB or raw)")
-    camera.add_argument("--fps", type=float, help="free-run frame rate, or software triggers per second")
-    camera.add_argument("--offset-x", type=int, help="sensor column of the frame's left edge (default 0)")
-    camera.add_argument("--offset-y", type=int, help="sensor row of the frame's top edge (default 0)")
-    camera.add_argument("--emulator-images", help="pylon camera emulator only: folder of images to stream")
+    add_flags(parser, ((f.name, f) for f in fields(StationConfig)), GROUP_TITLES)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="edge-run: %(message)s")
-    from edge.config import ConfigError, StationConfig
+    from edge.config import ConfigError
     from edge.run import RunError, run_station
 
+    overrides = given(args, (f.name for f in fields(StationConfig)))
     return run_tool(
         "edge-run",
-        lambda: run_station(StationConfig.load(args.config, _flag_overrides(args))),
+        lambda: run_station(StationConfig.load(args.config, overrides)),
         (ConfigError, RunError),
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from edge.control import is_local
@@ -19,49 +19,91 @@ class ConfigError(Exception):
     """A setting that is missing, unknown or of the wrong type; the message names it."""
 
 
+ENGINE, SECURITY, CAMERA = "engine", "security", "camera"
+GROUP_TITLES = {
+    ENGINE: "engine runtime (README: choosing the runtime)",
+    SECURITY: "security (CURVE; see edge-keys)",
+    CAMERA: "Basler camera (basler0, basler://SERIAL)",
+}
+
+
+def _backend_names() -> list[str]:
+    from edge.engines import backend_names
+
+    return backend_names()
+
+
+def _inference_precisions() -> list[str]:
+    from edge.engines.openvino_engine import INFERENCE_PRECISIONS
+
+    return list(INFERENCE_PRECISIONS)
+
+
+def setting(default, text: str, **metadata):
+    """A settings field: its default and its help (and ``group``, ``choices``: :mod:`edge.settings`)."""
+    return field(default=default, metadata={"help": text, **metadata})
+
+
 @dataclass
 class StationConfig:
-    """Everything ``edge-run`` needs. Names match the command-line flags (``queue_size`` ↔ ``--queue-size``)."""
+    """Everything ``edge-run`` needs. Names match the command-line flags (``queue_size`` ↔ ``--queue-size``), which
+    are made from these fields (:mod:`edge.settings`)."""
 
-    engine: str = ""
-    backend: str = "auto"  # auto (by the artefact's suffix), onnxruntime, openvino, tensorrt, torch
-    inference_precision: str | None = None  # OpenVINO: fp32 (default) or bf16
-    threads: int | None = None  # OpenVINO: inference threads (default: all cores)
-    openvino_cache: str | None = None  # OpenVINO: compiled-model cache folder (default: next to the artefact)
-    camera: str = ""
-    station: str = "station"
-    publish: str = "tcp://*:5556"
-    threshold: float | None = None
-    pixel_threshold: float | None = None
-    max_batch: int | None = None
-    batch_timeout_ms: float = 2.0
-    queue_size: int = 8
-    wait_subscribers: int | None = None
-    wait_timeout: float = 10.0
-    jsonl: str | None = None
-    rejects: str | None = None
-    rejects_max_files: int = 1000
-    rejects_max_mb: float = 500.0
-    heatmaps: bool = False
-    heartbeat_s: float = 1.0
-    linger_ms: int = 1000
-    max_frames: int | None = None
-    verdict_deadline_ms: float | None = None
-    stall_s: float = 5.0
-    snapshot: str | None = None  # REQ/REP endpoint for late joiners, e.g. tcp://*:5557
-    curve_secret: str | None = None  # the station's secret certificate (edge-keys)
-    curve_allow: str | None = None  # folder of admitted clients' public certificates
-    control: str | None = None  # REQ/REP endpoint for operators (thresholds, pause), e.g. tcp://127.0.0.1:5558
-    control_allow: str | None = None  # folder of the operators' public certificates (CURVE)
-    metrics: str | None = None  # Prometheus /metrics on PORT or HOST:PORT (edge.metrics); default off
-    # Basler camera settings (basler0, basler://SERIAL)
-    trigger: str = "free"
-    exposure_us: float | None = None
-    gain: float | None = None
-    fps: float | None = None
-    offset_x: int = 0
-    offset_y: int = 0
-    emulator_images: str | None = None
+    engine: str = setting("", "artefact: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt2 (torch)")
+    backend: str = setting(
+        "auto", "auto: by the artefact's suffix; openvino runs an .onnx on OpenVINO (CPU)", group=ENGINE,
+        choices=_backend_names,
+    )  # fmt: skip
+    inference_precision: str | None = setting(
+        None, "OpenVINO: fp32 (default) or bf16 where the CPU has BF16 instructions", group=ENGINE,
+        choices=_inference_precisions,
+    )  # fmt: skip
+    threads: int | None = setting(None, "OpenVINO: inference threads (default: all cores)", group=ENGINE)
+    openvino_cache: str | None = setting(
+        None, "OpenVINO: compiled-model cache folder (default: ENGINE.openvino/)", group=ENGINE
+    )
+    camera: str = setting("", "basler0, basler://SERIAL, folder://DIR[?loop=1] or video://FILE")
+    station: str = setting("station", "station name in topics and verdicts")
+    publish: str = setting("tcp://*:5556", "ZeroMQ endpoint to bind (ipc:// works too)")
+    threshold: float | None = setting(None, "image-score threshold (default: the engine's calibration)")
+    pixel_threshold: float | None = setting(None, "region threshold (default: calibration)")
+    max_batch: int | None = setting(None, "frames per inference (default: the engine's maximum)")
+    batch_timeout_ms: float = setting(2.0, "longest wait for a batch to fill")
+    queue_size: int = setting(8, "frames waiting for inference before overrun")
+    wait_subscribers: int | None = setting(None, "hold capture until N subscribers (finite sources: 1)")
+    wait_timeout: float = setting(10.0, "seconds to wait for them")
+    jsonl: str | None = setting(None, "also write every verdict as a JSON line to this file, or - for stdout")
+    rejects: str | None = setting(None, "folder for rejected frames with heatmaps (bounded)")
+    rejects_max_files: int = setting(1000, "reject records kept (the oldest go first)")
+    rejects_max_mb: float = setting(500.0, "megabytes the reject records may take")
+    heatmaps: bool = setting(False, "publish PNG heatmaps of rejects on heatmap/<station>")
+    heartbeat_s: float = setting(1.0, "heartbeat interval")
+    linger_ms: int = setting(1000, "longest wait for unsent messages at exit")
+    max_frames: int | None = setting(None, "stop after this many captured frames")
+    verdict_deadline_ms: float | None = setting(None, "a frame not judged this long after capture gets error(deadline)")
+    stall_s: float = setting(
+        5.0, "watchdog: a live camera silent or a stage stuck this long → degraded; stuck twice as long → exit 1"
+    )
+    snapshot: str | None = setting(None, "REQ/REP endpoint for late joiners' status and last verdicts")
+    curve_secret: str | None = setting(None, "the station's secret certificate (NAME.key_secret)", group=SECURITY)
+    curve_allow: str | None = setting(None, "folder of the public certificates of admitted subscribers", group=SECURITY)
+    control: str | None = setting(
+        None,
+        "REQ/REP endpoint for operators: set_threshold, pause, resume, status (this machine only, e.g. "
+        "tcp://127.0.0.1:5558, unless CURVE admits operators' keys with --control-allow)",
+    )
+    control_allow: str | None = setting(None, "folder of the public certificates of admitted operators", group=SECURITY)
+    metrics: str | None = setting(None, "Prometheus /metrics on PORT or HOST:PORT (default off; bridge extra)")
+    trigger: str = setting(
+        "free", "free-run, software trigger, or a hardware trigger line", group=CAMERA,
+        choices=("free", "software", "line1", "line2", "line3", "line4"),
+    )  # fmt: skip
+    exposure_us: float | None = setting(None, "exposure time in µs", group=CAMERA)
+    gain: float | None = setting(None, "gain in the camera's unit (dB or raw)", group=CAMERA)
+    fps: float | None = setting(None, "free-run frame rate, or software triggers per second", group=CAMERA)
+    offset_x: int = setting(0, "sensor column of the frame's left edge", group=CAMERA)
+    offset_y: int = setting(0, "sensor row of the frame's top edge", group=CAMERA)
+    emulator_images: str | None = setting(None, "pylon camera emulator only: folder of images to stream", group=CAMERA)
 
     def engine_settings(self) -> dict:
         """The keyword arguments of :func:`edge.engines.open_engine` besides the artefact."""

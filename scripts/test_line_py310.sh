@@ -20,6 +20,7 @@ LINE_TESTS=(
     tests/test_metrics_endpoint.py
     tests/test_faults.py
     tests/test_registries.py
+    tests/test_settings.py
 )
 
 if ! PYENV_VERSION=3.10.13 python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then

@@ -57,8 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--snapshot", action="append", default=[], metavar="NAME=ENDPOINT", help="that station's snapshot endpoint"
     )
-    security = parser.add_argument_group("security")
-    add_setting_flags(parser, security)
+    from edge.bridge.config import setting_fields
+    from edge.settings import add_flags, given
+
+    groups = add_flags(parser, ((key, spec) for key, (_, spec) in setting_fields().items()))
+    security = groups.get("security") or parser.add_argument_group("security")
     security.add_argument("--curve-secret", help="CURVE: the bridge's secret certificate (stations given by flag)")
     security.add_argument("--curve-server", help="CURVE: the stations' public certificate")
     parser.add_argument("--verbose", action="store_true", help="log every connection and snapshot")
@@ -82,28 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for station in stations:
             station.curve_secret, station.curve_server = args.curve_secret, args.curve_server
             check_station(station)
-        overrides = {key: getattr(args, key) for key in setting_fields()}
+        overrides = given(args, setting_fields())
         config = BridgeConfig.load(args.config, overrides, stations)
         return asyncio.run(_serve(Bridge(config)))
 
     return run_tool("edge-bridge", body, (ConfigError, BridgeError))
-
-
-def add_setting_flags(parser: argparse.ArgumentParser, security: argparse._ArgumentGroup) -> None:
-    """A flag for every ``[bridge]`` setting (``--offline-heartbeats``, ``--modbus-queue``, ...), made from the
-    settings' dataclasses: their defaults and help texts are written there only."""
-    from edge.bridge.config import setting_fields
-
-    for key, (_, spec) in setting_fields().items():
-        kind = spec.type.split(" | ")[0]
-        default = "off" if spec.default is None else spec.default
-        group = security if spec.metadata.get("group") == "security" else parser
-        group.add_argument(
-            f"--{key.replace('_', '-')}",
-            dest=key,
-            type={"int": int, "float": float}.get(kind),
-            help=f"{spec.metadata.get('help', '')} (default {default})",
-        )
 
 
 async def _serve(bridge) -> int:
