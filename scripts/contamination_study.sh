@@ -5,13 +5,13 @@
 #   bash scripts/contamination_study.sh                     # brick, 0/10/20/40 %, seed 0, on this machine
 #   SEEDS="0 1 2" JOBS=8 DEVICE=cuda bash scripts/contamination_study.sh
 # Environment: TEXTURE (brick), SIZE (128), FRACTIONS ("0 0.1 0.2 0.4"), SEEDS ("0"), DEVICE (cpu), JOBS (1,
-# trainings at once), TRAIN_S (deadline per training, 1200 s), WORK (/tmp/contamination), OUT (runs/contamination).
+# trainings at once), TRAIN_S (deadline per training, 1200 s), WORK (runs/contamination-work), OUT (runs/contamination).
 # A CPU preset training takes about 4 minutes on 2 cores: 8 per seed. Exits 1 if any training or evaluation failed
 # (the table is still made from the others).
 set -u
 TEXTURE=${TEXTURE:-brick} SIZE=${SIZE:-128} FRACTIONS=${FRACTIONS:-0 0.1 0.2 0.4} SEEDS=${SEEDS:-0}
 DEVICE=${DEVICE:-cpu} JOBS=${JOBS:-1} TRAIN_S=${TRAIN_S:-1200}
-WORK=${WORK:-/tmp/contamination} OUT=${OUT:-runs/contamination}
+WORK=${WORK:-runs/contamination-work} OUT=${OUT:-runs/contamination}
 SET=$TEXTURE-$SIZE  # datasets and results are named by texture and size, so studies can share WORK
 mkdir -p "$WORK/logs" "$OUT"
 

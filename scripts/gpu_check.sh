@@ -13,7 +13,7 @@
 #   GPU_CHECK_QUICK=1 bash scripts/gpu_check.sh   # the same steps in seconds, on any machine (a dry run)
 set -u
 RESULTS=${RESULTS:-runs/gpu-check}
-WORK=${WORK:-/tmp/gpu-check}
+WORK=${WORK:-runs/gpu-check}
 if [[ -n "${GPU_CHECK_QUICK:-}" ]]; then
     SIZE=64 FRAME=128 MEMSEG="--iterations 4" TRAIN_S=${TRAIN_S:-240} FRAMES=16 BATCH=4
     RBAE="--phase1-iterations 2 --phase2-iterations 2" CMAAE="--stage1-iterations 2 --stage2-iterations 2"

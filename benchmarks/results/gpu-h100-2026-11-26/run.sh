@@ -8,7 +8,7 @@
 # the MemSeg seeds of the README were trained on the CPU instead.
 set -u
 R=${R:-runs/gpu}
-W=/tmp/g
+W=runs/g
 mkdir -p "$R" $W/logs $W/val
 export PYTHONUNBUFFERED=1
 S=$R/summary.txt

@@ -8,7 +8,7 @@ say() { echo "[$(($(date +%s) - started)) s] $*" | tee -a "$S"; }
 say "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader) $(python3 -c 'import torch; print(torch.__version__)')"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_export.py -k gpu >"$OUT/pytest-gpu.log" 2>&1
 say "pytest -k gpu: exit $? $(grep -E 'passed|failed' "$OUT/pytest-gpu.log" | tail -1)"
-W=/tmp/g; mkdir -p $W/logs
+W=runs/g; mkdir -p $W/logs
 (SEEDS="0 1 2" JOBS=6 DEVICE=cuda TRAIN_S=240 WORK=$W/ct OUT=$OUT/contamination bash scripts/contamination_study.sh >"$OUT/contamination.log" 2>&1; say "contamination done") &
 for t in grass gravel; do
   (timeout 60 edge-dataset --texture $t --out $W/$t --image-size 128 >/dev/null 2>&1
@@ -35,7 +35,7 @@ say done
 
 # Further runs on the same GPU host (each a command line of its own):
 #   contamination on grass and gravel (scripts/contamination_study.sh as of commit 9d817f0):
-#     SEEDS="0 1 2" FRACTIONS="0 0.2" TEXTURE=grass JOBS=8 DEVICE=cuda TRAIN_S=200 WORK=/tmp/g/cg \
-#       bash scripts/contamination_study.sh   (gravel: TEXTURE=gravel WORK=/tmp/g/cv)
+#     SEEDS="0 1 2" FRACTIONS="0 0.2" TEXTURE=grass JOBS=8 DEVICE=cuda TRAIN_S=200 WORK=runs/cg \
+#       bash scripts/contamination_study.sh   (gravel: TEXTURE=gravel WORK=runs/cv)
 #   TrustMAE on gravel with --width 32 / --iterations 600 / both, then five more settings (tm-gravel-variants.txt):
 #     edge-train --model trustmae --data gravel --out M.pt --device cuda OPTIONS; edge-eval --checkpoint M.pt --data gravel

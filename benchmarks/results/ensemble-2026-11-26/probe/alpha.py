@@ -2,7 +2,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, "/tmp/probe")
+sys.path.insert(0, "runs/probe")
 from an import D, blur, topk
 
 from export.metrics import auroc

@@ -20,7 +20,7 @@ D = {}
 for t in ("grass", "gravel"):
     for s in (0, 1, 2):
         for sp in ("val", "test"):
-            D[t, s, sp] = dict(np.load(f"/tmp/probe/{t}-s{s}-{sp}.npz"))
+            D[t, s, sp] = dict(np.load(f"runs/probe/{t}-s{s}-{sp}.npz"))
 
 
 def score(d, fn):

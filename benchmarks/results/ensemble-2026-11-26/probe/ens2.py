@@ -2,12 +2,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, "/tmp/probe")
+sys.path.insert(0, "runs/probe")
 from an import D, blur, topk
 
 from export.metrics import auroc
 
-R = {k: dict(np.load(f"/tmp/probe/rb-{k[0]}-s{k[1]}-{k[2]}.npz")) for k in D}
+R = {k: dict(np.load(f"runs/probe/rb-{k[0]}-s{k[1]}-{k[2]}.npz")) for k in D}
 
 
 def tm(d):

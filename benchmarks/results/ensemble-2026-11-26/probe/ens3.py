@@ -2,12 +2,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, "/tmp/probe")
+sys.path.insert(0, "runs/probe")
 from an import D, blur, topk
 
 from export.metrics import auroc
 
-R = {k: dict(np.load(f"/tmp/probe/rb-{k[0]}-s{k[1]}-{k[2]}.npz")) for k in D}
+R = {k: dict(np.load(f"runs/probe/rb-{k[0]}-s{k[1]}-{k[2]}.npz")) for k in D}
 
 
 def tm(d):
@@ -19,8 +19,8 @@ for w in (0.5,):
         row = []
         for key in D:
             t, s, sp = key
-            a = np.load(f"/tmp/probe/tmtrain-{t}-s{s}.npy")
-            b = np.load(f"/tmp/probe/rbtrain-{t}-s{s}.npy")
+            a = np.load(f"runs/probe/tmtrain-{t}-s{s}.npy")
+            b = np.load(f"runs/probe/rbtrain-{t}-s{s}.npy")
             A = (tm(D[key]) - a.mean()) / a.std()
             B = (R[key]["maps"] - b.mean()) / b.std()
             row.append(auroc(D[key]["labels"], topk(w * A + (1 - w) * B, k)))

@@ -2,7 +2,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, "/tmp/probe")
+sys.path.insert(0, "runs/probe")
 from an import D, blur, topk
 
 from export.metrics import auroc
@@ -17,9 +17,9 @@ def tm(d):
 for t in ("grass", "gravel"):
     for sp in ("val", "test"):
         key = (t, 0, sp)
-        other_maps = dict(np.load(f"/tmp/probe/{other}-{t}-s0-{sp}.npz"))
-        a = np.load(f"/tmp/probe/tmtrain-{t}-s0.npy")
-        b = np.load(f"/tmp/probe/{other}train-{t}-s0.npy")
+        other_maps = dict(np.load(f"runs/probe/{other}-{t}-s0-{sp}.npz"))
+        a = np.load(f"runs/probe/tmtrain-{t}-s0.npy")
+        b = np.load(f"runs/probe/{other}train-{t}-s0.npy")
         row = [auroc(other_maps["labels"], other_maps["scores"])]
         for w in (0.5, 0.67):
             for k in (300, 600):

@@ -2,7 +2,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, "/tmp/probe")
+sys.path.insert(0, "runs/probe")
 from an import D, blur, topk
 
 from export.metrics import auroc
@@ -19,12 +19,12 @@ for t in ("grass", "gravel"):
         total = 0
         for n in names:
             if n == "tm":
-                total = total + tm(D[key]) / np.load(f"/tmp/probe/tmtrain-{t}-s0.npy").std()
+                total = total + tm(D[key]) / np.load(f"runs/probe/tmtrain-{t}-s0.npy").std()
             else:
                 total = (
                     total
-                    + dict(np.load(f"/tmp/probe/{n}-{t}-s0-{sp}.npz"))["maps"]
-                    / np.load(f"/tmp/probe/{n}train-{t}-s0.npy").std()
+                    + dict(np.load(f"runs/probe/{n}-{t}-s0-{sp}.npz"))["maps"]
+                    / np.load(f"runs/probe/{n}train-{t}-s0.npy").std()
                 )
         print(
             names,
