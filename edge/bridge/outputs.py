@@ -88,7 +88,8 @@ def register_output(kind: OutputKind) -> OutputKind:
 
 
 def output_kinds() -> dict[str, OutputKind]:
-    """Every registered output, by name (importing the modules that register them)."""
+    """Every registered output, sorted by name whatever imported them first (importing the modules that
+    register them)."""
     for module in OUTPUT_MODULES:
         importlib.import_module(module)
-    return OUTPUTS
+    return dict(sorted(OUTPUTS.items()))
