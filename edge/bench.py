@@ -122,11 +122,14 @@ def bench_pipeline(
     endpoint: str | None = None,
     camera: str | None = None,
     settings: dict | None = None,
+    records: bool = False,
 ) -> dict:
     """The real pipeline with a subscriber process: at full rate (``fps`` 0: files as fast as the line takes
     them, for throughput) or paced like a camera at ``fps`` (for latency); per stage and end to end. With
     ``camera`` (a source URI such as ``basler0``) the frames come from that source at its own pace instead.
-    ``settings`` are the engine's (``backend``, ``inference_precision``, ``threads``, ``openvino_cache``)."""
+    ``settings`` are the engine's (``backend``, ``inference_precision``, ``threads``, ``openvino_cache``).
+    ``records``: the line keeps what a station usually keeps besides publishing: a JSON-lines file of every
+    verdict, reject records and heatmaps (the generated noise frames all fail: the most work per frame)."""
     from edge.config import StationConfig
     from edge.run import run_station
 
@@ -153,6 +156,11 @@ def bench_pipeline(
             queue_size=max(8, 4 * batch),
             wait_subscribers=1,
             wait_timeout=30,
+            **(
+                {"jsonl": f"{folder}/verdicts.jsonl", "rejects": f"{folder}/rejects", "heatmaps": True}
+                if records
+                else {}
+            ),
             **settings,
         )
         started = time.perf_counter()
@@ -173,6 +181,8 @@ def bench_pipeline(
     return {
         "batch": batch,
         "fps": fps,
+        "records": records,
+        "failed": sum(r["verdict"] == "fail" for r in rows),
         "frames": len(rows),
         "seconds": seconds,
         "span_s": span_s,
@@ -237,7 +247,8 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             f"## Pipeline, {title}: batch {p['batch']}, {p['frames']} frames, {p['frames_per_s']:.1f} frames/s"
-            + (f" (source {p['fps']} fps)" if p["fps"] else ""),
+            + (f" (source {p['fps']} fps)" if p["fps"] else "")
+            + (f"; with JSON lines, rejects and heatmaps, {p['failed']} failed" if p.get("records") else ""),
             "",
             "| stage | p50 ms | p99 ms | max ms |",
             "| --- | --- | --- | --- |",
@@ -303,8 +314,10 @@ def run_bench(
     out: Path | None,
     camera: str | None = None,
     settings: dict | None = None,
+    records: bool = False,
 ) -> dict:
-    """One artefact on one backend: the engine alone per batch size, and the pipeline at full rate and paced."""
+    """One artefact on one backend: the engine alone per batch size, and the pipeline at full rate and paced
+    (``records``: with a station's records, :func:`bench_pipeline`)."""
     settings = settings or {}
     engine = open_engine(engine_path, **_engine_arguments(settings))
     with engine:
@@ -318,11 +331,13 @@ def run_bench(
             "engine_only": [bench_engine(engine, b, frames) for b in usable],
         }
     if pipeline and camera:
-        result["pipeline_paced"] = bench_pipeline(engine_path, frames, max(usable), camera=camera, settings=settings)
+        result["pipeline_paced"] = bench_pipeline(
+            engine_path, frames, max(usable), camera=camera, settings=settings, records=records
+        )
     elif pipeline:
-        result["pipeline"] = bench_pipeline(engine_path, frames, max(usable), settings=settings)
+        result["pipeline"] = bench_pipeline(engine_path, frames, max(usable), settings=settings, records=records)
         paced = round(0.7 * result["engine_only"][0]["frames_per_s"], 2)  # a camera at 70 % of batch-1 capacity
-        result["pipeline_paced"] = bench_pipeline(engine_path, frames, 1, fps=paced, settings=settings)
+        result["pipeline_paced"] = bench_pipeline(engine_path, frames, 1, fps=paced, settings=settings, records=records)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=2))

@@ -227,6 +227,12 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--camera", help="time the pipeline on this source (e.g. basler0) instead of generated frames (the default)"
     )
+    parser.add_argument(
+        "--records",
+        action="store_true",
+        help="the pipeline keeps a station's records too: JSON lines, reject records and heatmaps (every generated "
+        "frame fails: the most work per frame)",
+    )
     parser.add_argument("--out", type=Path, help="folder for bench.json, bench.md and plots (default: print only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="edge-bench: %(message)s")
@@ -245,7 +251,9 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
             print(ways_markdown(result))
             return 0
         way = ways[0]
-        result = run_bench(way.engine, batches, args.frames, not args.no_pipeline, args.out, args.camera, way.settings)
+        result = run_bench(
+            way.engine, batches, args.frames, not args.no_pipeline, args.out, args.camera, way.settings, args.records
+        )
         print(markdown(result))
         return 0
 
