@@ -48,7 +48,7 @@ class DriftMonitor:
 
     def add(self, score: float) -> dict | None:
         """Record a passed part's score; returns a drift report when the state changes."""
-        self.window.append(float(self.score.to_z(score)))
+        self.window.append(self.score.z_of(score))
         self._since_check += 1
         if self._since_check < self.check_every or len(self.window) < self.check_every:
             return None
@@ -82,6 +82,9 @@ class DriftSink:
             change = self.monitor.add(verdict["score"])
             if change:
                 self.on_change(change)
+
+    def flush(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

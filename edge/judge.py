@@ -78,7 +78,8 @@ def judge(
     score: float, anomaly_map: np.ndarray, thresholds: Thresholds, frame: FrameSpec
 ) -> tuple[str, str | None, list[dict]]:
     """``(verdict, reason, regions)`` for one frame's outputs."""
-    if not math.isfinite(score) or not np.isfinite(anomaly_map).all():
+    if not math.isfinite(score) or not math.isfinite(float(anomaly_map.max()) - float(anomaly_map.min())):
+        # max and min carry a NaN or an infinity through: no boolean map of the frame's size is made
         return "error", "invalid_output", []
     if score >= thresholds.score:
         return "fail", None, regions(anomaly_map, thresholds.pixel, frame)

@@ -106,6 +106,9 @@ class StationMetrics:
         window = min(FPS_WINDOW_S, (now - times[0]) / 1e9)
         return len(recent) / window if window > 0 else 0.0
 
+    def flush(self) -> None:
+        pass
+
     def close(self) -> None:
         stop_serving(self._server)
 

@@ -111,7 +111,8 @@ class Pipeline:
         self.sequencer = Sequencer(self.ledger, options.verdict_deadline_ms)
         self.judge = Judge(thresholds, engine.frame, options.camera, f"sha256:{engine.sidecar.sha256}")
         own: list[Sink] = [DriftSink(drift, self._drift_changed)] if drift is not None else []
-        own += [HeatmapSink(publisher)] if options.heatmaps else []
+        self._heatmaps = HeatmapSink(self._send_heatmap) if options.heatmaps else None
+        own += [self._heatmaps] if self._heatmaps is not None else []
         self.publishing = Publishing(
             publisher, own + list(sinks or []), self.counters, self.watchdog, self._sink_failed
         )
@@ -133,6 +134,10 @@ class Pipeline:
     def _report(self, status: dict) -> None:
         """Publish ``status`` from any thread (as a task for the publishing thread, which owns the socket)."""
         self._tasks.put(functools.partial(self.publisher.status, status))
+
+    def _send_heatmap(self, seq: int, png: bytes) -> None:
+        """From the heatmap sink's thread: the PNG goes out from the publishing thread."""
+        self._tasks.put(functools.partial(self.publisher.heatmap, seq, png))
 
     def _fail(self, reason: str, detail: str) -> None:
         """A stage cannot go on: stop the run (the first failure is the one reported)."""
@@ -286,15 +291,20 @@ class Pipeline:
                 item()  # a task for this thread: a status change, a control request
             for job in self.sequencer.ready():
                 self._emit(job)
+            if self._tasks.empty():
+                self.publishing.flush()
         self._running = False
         for thread in threads:
             thread.join(timeout=1.0 if self.ledger.closed else None)
+        if self._heatmaps is not None:
+            self._heatmaps.close()  # its last maps join the tasks below
         while not self._tasks.empty():  # what came in at the very end
             item = self._tasks.get()
             if isinstance(item, ControlRequest):
                 item.refuse("the station is stopping")
             elif callable(item):
                 item()
+        self.publishing.flush()
         self.heartbeat()
         return self.counters
 

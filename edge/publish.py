@@ -102,19 +102,24 @@ class VerdictPublisher:
         log.info("%d subscriber(s) connected after %.1f s", self.subscribers, time.monotonic() - started)
         return True
 
-    def _send(self, kind: str, payload: dict) -> dict:
-        """Send ``payload`` with the fields every message carries; returns the message as sent."""
+    def _send(self, kind: str, payload: dict) -> tuple[dict, bytes]:
+        """Send ``payload`` with the fields every message carries; returns the message as sent and its JSON."""
         message = {"schema": SCHEMA, "kind": kind, "station": self.station, "run_id": self.run_id, **payload}
-        self._send_parts([topic(kind, self.station), json.dumps(message, separators=(",", ":")).encode()])
-        return message
+        encoded = json.dumps(message, separators=(",", ":")).encode()
+        self._send_parts([topic(kind, self.station), encoded])
+        return message, encoded
 
     def _send_parts(self, parts: list[bytes]) -> None:
         with contextlib.suppress(zmq.Again):  # at the high-water mark: dropped, seen by subscribers as a seq gap
             self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
 
     def verdict(self, payload: dict) -> dict:
-        """Publish one verdict; assigns ``seq`` and ``t_publish_ns`` and returns the message as sent (what every
-        other record of the verdict, JSON lines and reject records, writes too)."""
+        """Publish one verdict; assigns ``seq`` and ``t_publish_ns`` and returns the message as sent."""
+        return self.verdict_and_json(payload)[0]
+
+    def verdict_and_json(self, payload: dict) -> tuple[dict, bytes]:
+        """:meth:`verdict`, and the message's JSON as sent (serialised once: what the JSON-lines record writes;
+        reject records and the other sinks take the message)."""
         payload["seq"] = self.seq
         self.seq += 1
         payload["t_publish_ns"] = time.time_ns()

@@ -112,6 +112,13 @@ class ScoreSpec:
             return np.log(clipped / (1 - clipped))
         return np.log(np.maximum(values, Z_EPS))
 
+    def z_of(self, score: float) -> float:
+        """:meth:`to_z` of one score, in plain floats (once per passed part: no arrays)."""
+        if self.bounded:
+            clipped = min(max(score, Z_EPS), 1 - Z_EPS)
+            return math.log(clipped / (1 - clipped))
+        return math.log(max(score, Z_EPS))
+
     def from_z(self, z: float) -> float:
         """The score at ``z`` (inverse of :meth:`to_z`)."""
         return float(1.0 / (1.0 + math.exp(-z))) if self.bounded else float(math.exp(z))

@@ -1,11 +1,14 @@
-"""Where verdicts go besides ZeroMQ: the :class:`Sink` protocol, JSON lines, and a bounded folder of reject records.
+"""Where verdicts go besides ZeroMQ: the :class:`Sink` protocol, JSON lines, heatmaps, and a bounded folder of
+reject records.
 
 A reject record is one picture per failed part (the frame, its anomaly map over it on the threshold colour scale,
-the region boxes and a caption: see :func:`reject_picture`) and, next to it, the verdict as JSON. Neither sink may
-slow the line: the reject store writes from its own thread, drops records (counted) when it falls behind, evicts
-the oldest to stay within its file and size limits, and reports write errors at most once a minute. When the disk
-is full or over quota it evicts its own oldest records to make room (never anyone else's files); a read-only or
-vanished folder only costs the records. A partly written record is removed.
+the region boxes and a caption: see :func:`reject_picture`) and, next to it, the verdict as JSON. No sink may
+slow the line: pictures are drawn and encoded on the sinks' own threads, which drop work (counted) when they fall
+behind; the reject store also works at most a fifth of the time (a record costs about 20 ms of CPU at 128 px, so
+a run of failures would otherwise take a core from inference on a small machine), evicts the oldest records to
+stay within its file and size limits, and reports write errors at most once a minute. When the disk is full or
+over quota it evicts its own oldest records to make room (never anyone else's files); a read-only or vanished
+folder only costs the records. A partly written record is removed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -42,31 +46,54 @@ class Sink(Protocol):
 
     def write(self, verdict: dict, job) -> None: ...
 
+    def flush(self) -> None:
+        """Nothing is waiting on the line: bring what the sink holds to its target (called on the publishing
+        thread)."""
+
     def close(self) -> None: ...
 
 
 class JsonlSink:
-    """Every verdict as one JSON line, to a file or standard output (``-``). Required: a record that misses
-    verdicts is worse than a station that stops and says why."""
+    """Every verdict as one JSON line, to a file or standard output (``-``): the JSON the publisher sent, flushed
+    whenever the line has nothing waiting and at least every ``flush_s`` (not once per verdict). Required: a
+    record that misses verdicts is worse than a station that stops and says why."""
 
     name, required = "jsonl", True
 
-    def __init__(self, target: str) -> None:
-        self._handle = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
+    def __init__(self, target: str, flush_s: float = 0.5) -> None:
+        self._handle = sys.stdout.buffer if target == "-" else open(target, "ab")  # noqa: SIM115
+        self.flush_s = flush_s
         self._failed = False
+        self._unflushed_since: float | None = None
 
     def write(self, verdict: dict, job) -> None:
+        line = job.record or json.dumps(verdict, separators=(",", ":")).encode()
+        self._guarded(self._handle.write, line + b"\n")
+        now = time.monotonic()
+        if self._unflushed_since is None:
+            self._unflushed_since = now
+        elif now - self._unflushed_since >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._unflushed_since is not None:
+            self._unflushed_since = None
+            self._guarded(self._handle.flush)
+
+    def _guarded(self, call: Callable, *args) -> None:
         try:
-            self._handle.write(json.dumps(verdict, separators=(",", ":")) + "\n")
-            self._handle.flush()
+            call(*args)
         except (OSError, ValueError):  # ValueError: the file was closed under us
             self._failed = True
             raise
 
     def close(self) -> None:
-        if self._handle is not sys.stdout:
-            with contextlib.suppress(OSError):  # what it could not write has already been reported
+        if self._handle is not sys.stdout.buffer:
+            with contextlib.suppress(OSError, ValueError):  # what it could not write has already been reported
                 self._handle.close()
+        elif not self._failed:
+            with contextlib.suppress(OSError, ValueError):
+                self._handle.flush()
         elif self._failed:  # a closed pipe: nothing more reaches it, and Python's exit must not try again
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
@@ -75,23 +102,42 @@ class JsonlSink:
 
 class HeatmapSink:
     """The anomaly map of every rejected frame as a greyscale PNG on ``heatmap/<station>`` (on the display scale of
-    :mod:`edge.heatmap`: 128 is the pixel threshold), tagged with the verdict's ``seq``."""
+    :mod:`edge.heatmap`: 128 is the pixel threshold), tagged with the verdict's ``seq``. Encoded on the sink's own
+    thread; ``send(seq, png)`` is called from there (the pipeline hands it to the publishing thread, which owns
+    the socket). Maps it cannot keep up with are dropped (counted)."""
 
     name, required = "heatmaps", False
 
-    def __init__(self, publisher) -> None:
-        self.publisher = publisher  # an edge.publish.VerdictPublisher, used from the publishing thread only
+    def __init__(self, send: Callable[[int, bytes], None], queue_size: int = 8) -> None:
+        self.send = send
+        self.dropped = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._work, name="heatmaps", daemon=True)
+        self._thread.start()
 
     def write(self, verdict: dict, job) -> None:
         if verdict["verdict"] != "fail" or job.anomaly_map is None:
             return
-        grey = np.rint(display_values(job.anomaly_map, verdict["pixel_threshold"]) * 255).astype(np.uint8)
-        ok, png = cv2.imencode(".png", grey)
-        if ok:
-            self.publisher.heatmap(verdict["seq"], png.tobytes())
+        try:
+            self._queue.put_nowait((verdict["seq"], job.anomaly_map, verdict["pixel_threshold"]))
+        except queue.Full:
+            self.dropped += 1
 
-    def close(self) -> None:
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            seq, anomaly_map, pixel_threshold = item
+            grey = np.rint(display_values(anomaly_map, pixel_threshold) * 255).astype(np.uint8)
+            ok, png = cv2.imencode(".png", grey)
+            if ok:
+                self.send(seq, png.tobytes())
+
+    def flush(self) -> None:
         pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Encode and send what is queued (at most ``timeout`` seconds), then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
 
 
 PANEL_SIZE = 384  # frames are enlarged by a whole factor to about this size (pixels stay exact), never shrunk
@@ -199,9 +245,12 @@ class RejectStore:
 
     name, required = "rejects", False
 
-    def __init__(self, folder: Path, frame: FrameSpec, max_files: int = 1000, max_mb: float = 500.0) -> None:
+    def __init__(
+        self, folder: Path, frame: FrameSpec, max_files: int = 1000, max_mb: float = 500.0, duty: float = 0.2
+    ) -> None:
         self.folder, self.frame = Path(folder), frame
         self.max_files, self.max_bytes = max_files, int(max_mb * 1e6)
+        self.duty = duty  # the share of the time the store's thread may work: it rests in between
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = sorted((p for p in self.folder.glob("*.png") if p.is_file()), key=lambda p: p.stat().st_mtime)
         self._files = deque((p, _record_size(p)) for p in existing)
@@ -220,22 +269,29 @@ class RejectStore:
         except queue.Full:
             self.dropped += 1
 
+    def flush(self) -> None:
+        pass
+
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            verdict, pixels, anomaly_map, source = item
-            name = f"{verdict['time'].replace(':', '')}_{verdict['frame_id']:08d}_{verdict['score']:.3f}"
-            try:
-                picture = reject_picture(verdict, pixels, anomaly_map, self.frame, source)
-                ok, data = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-                if not ok:
-                    raise OSError("PNG encoding failed")
-                record = json.dumps(verdict, indent=1).encode()
-                self._save(self.folder / f"{name}.png", data.tobytes(), record)
-            except Exception as exc:  # the store's thread must outlive any one record; verdicts never depend on it
-                self.failed += 1
-                if time.monotonic() - self._last_error_report > 60:
-                    self._last_error_report = time.monotonic()
-                    log.warning("cannot save rejected image in %s: %s (verdicts are unaffected)", self.folder, exc)
+            started = time.perf_counter()
+            self._record(*item)
+            time.sleep((time.perf_counter() - started) * (1 / self.duty - 1))
+
+    def _record(self, verdict: dict, pixels: np.ndarray, anomaly_map: np.ndarray, source: str) -> None:
+        name = f"{verdict['time'].replace(':', '')}_{verdict['frame_id']:08d}_{verdict['score']:.3f}"
+        try:
+            picture = reject_picture(verdict, pixels, anomaly_map, self.frame, source)
+            ok, data = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise OSError("PNG encoding failed")
+            record = json.dumps(verdict, indent=1).encode()
+            self._save(self.folder / f"{name}.png", data.tobytes(), record)
+        except Exception as exc:  # the store's thread must outlive any one record; verdicts never depend on it
+            self.failed += 1
+            if time.monotonic() - self._last_error_report > 60:
+                self._last_error_report = time.monotonic()
+                log.warning("cannot save rejected image in %s: %s (verdicts are unaffected)", self.folder, exc)
 
     def _save(self, path: Path, picture: bytes, record: bytes) -> None:
         """Write ``path`` and its JSON; on a full disk or quota, evict our oldest records until they fit or none

@@ -44,6 +44,9 @@ class SnapshotServer:
         """A pipeline sink: keep the verdict (deque appends are thread-safe)."""
         self.verdicts.append(verdict)
 
+    def flush(self) -> None:
+        pass
+
     def _answer(self, request: bytes) -> dict:
         try:
             asked = json.loads(request or b"{}")

@@ -30,6 +30,7 @@ class Job:
     anomaly_map: np.ndarray | None = None
     error: str | None = None
     detail: str = ""
+    record: bytes = b""  # the verdict as published, JSON (serialised once, for the JSON-lines record)
 
 
 def verdict_message(job: Job, thresholds: Thresholds, frame_spec: FrameSpec, camera: str, model: str) -> dict:

@@ -25,7 +25,7 @@ from edge.judge import Thresholds, judge, regions
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher
 from edge.sidecar import FrameSpec
-from edge.sinks import RejectStore
+from edge.sinks import JsonlSink, RejectStore
 from edge.sources import FolderSource, VideoSource
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "edge" / "schemas" / "messages.schema.json").read_text())
@@ -722,6 +722,40 @@ def test_a_read_only_reject_folder_costs_only_the_images(
     failed = sum(v["verdict"] == "fail" for v in verdicts)
     assert failed > 10 and store.saved == 0 and store.failed + store.dropped == failed and store.failed > 1
     assert caplog.text.count("cannot save rejected image") == 1 and "Read-only file system" in caplog.text
+
+
+class FileWatch:
+    """A sink after the JSON-lines one: how many lines its file holds each time a verdict is published."""
+
+    name, required = "watch", False
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.lines_seen = path, []
+
+    def write(self, verdict: dict, job) -> None:
+        self.lines_seen.append(len(self.path.read_bytes().splitlines()))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_json_lines_are_the_published_json_flushed_whenever_the_line_waits(
+    onnx_engine: Path, part_folder: Path, tmp_path: Path
+) -> None:
+    record = tmp_path / "verdicts.jsonl"
+    jsonl = JsonlSink(str(record), flush_s=60.0)  # only the line's idle moments flush it
+    watch = FileWatch(record)
+    try:
+        _, messages = run_in_process(open_engine(onnx_engine), part_folder, free_endpoint(), [jsonl, watch], fps=20)
+    finally:
+        jsonl.close()
+    verdicts = [p for k, p in messages if k == "verdict"]
+    assert [json.loads(line) for line in record.read_bytes().splitlines()] == verdicts
+    # paced parts leave the line idle between verdicts: every earlier verdict is in the file when the next comes
+    assert watch.lines_seen == list(range(len(verdicts)))
 
 
 def test_rejected_frames_heatmaps_are_published_as_png(onnx_engine: Path, part_folder: Path) -> None:

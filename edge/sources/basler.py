@@ -20,6 +20,7 @@ camera's own clock (pylon's ``TimeStamp``, device ticks: ns on USB3 cameras, Gev
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -59,7 +60,9 @@ class CameraSettings:
     emulator_images: str | None = None
 
 
+@functools.cache
 def _pylon():
+    """pypylon's ``pylon`` and ``genicam`` modules, imported once (not once per grab)."""
     try:
         from pypylon import genicam, pylon
     except ImportError as exc:

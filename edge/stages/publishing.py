@@ -37,7 +37,7 @@ class Publishing:
 
     def publish(self, message: dict, job: Job) -> dict:
         """Publish the judged ``message`` of ``job``; returns it as sent."""
-        message = self.publisher.verdict(message)
+        message, job.record = self.publisher.verdict_and_json(message)
         self.counters.count_verdict(message)
         self.watchdog.verdict_published(time.perf_counter())
         if message["latency_ms"]["total"] is not None:
@@ -47,9 +47,19 @@ class Publishing:
                 self._feed(sink, message, job)
         return message
 
-    def _feed(self, sink: Sink, message: dict, job: Job) -> None:
+    def flush(self) -> None:
+        """Nothing waits: let every sink bring what it holds to its target (the JSON-lines file's buffer)."""
+        for sink in self.sinks:
+            if id(sink) not in self.broken:
+                self._feed(sink, None, None)
+
+    def _feed(self, sink: Sink, message: dict | None, job: Job | None) -> None:
+        """``sink.write(message, job)``, or ``sink.flush()`` without a message, with the sink's failure handled."""
         try:
-            sink.write(message, job)
+            if message is None:
+                sink.flush()
+            else:
+                sink.write(message, job)
         except Exception as exc:
             why = f"{sink.name} sink: {type(exc).__name__}: {str(exc)[:200]}"
             self.broken[id(sink)] = why

@@ -21,6 +21,7 @@ class Sequencer:
         self.ledger, self.deadline_ms = ledger, deadline_ms
         self.next_index = 0
         self.late_results = 0
+        self._late_reported = (float("-inf"), 0)  # when the last warning went out, and late_results then
         self._pending: dict[int, Job] = {}
         self._expired: set[int] = set()  # given error(deadline); their results come late
 
@@ -29,7 +30,14 @@ class Sequencer:
         if job.index in self._expired:
             self._expired.discard(job.index)
             self.late_results += 1
-            log.warning("result for frame %d came after its deadline: discarded", job.frame.frame_id)
+            reported_at, reported = self._late_reported
+            if time.monotonic() - reported_at >= 60:  # at most one warning a minute, however many come late
+                log.warning(
+                    "%d result(s) came after their frame's deadline and were discarded (the last: frame %d)",
+                    self.late_results - reported,
+                    job.frame.frame_id,
+                )
+                self._late_reported = (time.monotonic(), self.late_results)
         else:
             self._pending[job.index] = job
 
