@@ -1,10 +1,16 @@
-"""Soak: the whole pipeline at the camera's top rate for a long time, with subscribers coming and going.
+"""Soak: the whole pipeline for a long time, with subscribers coming and going and, with ``--faults``, a fault
+of each kind injected every minute.
 
 Runs ``edge-run`` on pylon's emulated camera (or any ``--camera``) in a subprocess, keeps one steady subscriber
 and churns others, and records once a minute: frames, verdicts, errors by reason (from the heartbeats), RSS,
 open file descriptors and threads of the station process, and the steady subscriber's latency percentiles and
-missing verdicts. Passes when no verdict was lost (frames = verdicts at the end, no gap in ``seq``) and the
-resource curves stay flat.
+missing verdicts. Passes when no verdict was lost (frames = verdicts at the end, no gap in ``seq``, every verdict
+in the JSON-lines record) and the resource curves stay flat.
+
+``--faults``: the station runs as ``benchmarks.soak_station`` with reject records and a JSON-lines record, and
+each minute gets, 15 s apart: an engine call that raises (SIGUSR1 to the station), a sink error (the reject
+folder replaced by a file for 10 s: the records fail, the line must not), a burst of 10 subscribers that connect
+and vanish, and the emulated camera unplugged (SIGUSR2: its pylon device destroyed under the grab).
 
     PYLON_CAMEMU=1 python -m benchmarks.soak --engine runs/demo/memseg.onnx --images runs/demo/camera --minutes 60
 """
@@ -15,12 +21,15 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +65,47 @@ def churn(endpoint: str, stop: threading.Event, rng: random.Random) -> None:
         stop.wait(rng.uniform(0.5, 3))
 
 
+def burst(endpoint: str, rng: random.Random, count: int = 10) -> None:
+    """``count`` subscribers connect at once; some read, all vanish after a few seconds."""
+    subscribers = [VerdictSubscriber(endpoint) for _ in range(count)]
+    until = time.monotonic() + 3
+    while time.monotonic() < until:
+        for subscriber in subscribers[: count // 2]:
+            subscriber.poll(0.05)
+    for subscriber in subscribers:
+        subscriber.close()
+
+
+def break_folder(folder: Path, seconds: float) -> None:
+    """The reject folder replaced by a plain file for ``seconds`` (writes into it fail), then a folder again."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.write_text("not a folder: the soak broke it on purpose\n")
+    time.sleep(seconds)
+    folder.unlink()
+    folder.mkdir()
+
+
+def inject_faults(
+    station: subprocess.Popen, endpoint: str, rejects: Path, stop: threading.Event, injected: Counter
+) -> None:
+    """Every minute, 15 s apart: engine error, sink error, subscriber burst, camera unplug."""
+    rng = random.Random(1)
+    faults = (
+        ("engine_error", lambda: station.send_signal(signal.SIGUSR1)),
+        ("sink_error", lambda: break_folder(rejects, 10)),
+        ("subscriber_burst", lambda: burst(endpoint, rng)),
+        ("camera_unplug", lambda: station.send_signal(signal.SIGUSR2)),
+    )
+    started = time.monotonic()
+    while True:
+        for i, (kind, fault) in enumerate(faults):
+            minute = injected[kind]
+            if stop.wait(max(0.0, started + 60 * minute + 5 + 15 * i - time.monotonic())):
+                return
+            fault()
+            injected[kind] += 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", required=True)
@@ -63,15 +113,17 @@ def main(argv=None) -> int:
     parser.add_argument("--camera", default="basler0")
     parser.add_argument("--trigger", default="free")
     parser.add_argument("--minutes", type=float, default=60)
+    parser.add_argument("--fps", type=float, help="with --trigger software: parts per second")
     parser.add_argument("--threshold", type=float)
+    parser.add_argument("--faults", action="store_true", help="inject a fault of each kind every minute")
     parser.add_argument("--out", type=Path, help="JSON lines, one per minute, and the verdict")
     args = parser.parse_args(argv)
     endpoint = free_endpoint()
     entry = "import sys; from edge.cli import run_main; sys.exit(run_main(sys.argv[1:]))"
+    records = Path(tempfile.mkdtemp(prefix="soak-"))
     command = [
         sys.executable,
-        "-c",
-        entry,
+        *(["-m", "benchmarks.soak_station"] if args.faults else ["-c", entry]),
         "--engine",
         args.engine,
         "--camera",
@@ -89,12 +141,22 @@ def main(argv=None) -> int:
         command += ["--emulator-images", str(Path(args.images).resolve())]
     if args.threshold is not None:
         command += ["--threshold", str(args.threshold)]
+    if args.fps:
+        command += ["--fps", str(args.fps)]
+    if args.faults:
+        command += ["--rejects", str(records / "rejects"), "--jsonl", str(records / "verdicts.jsonl")]
     steady = VerdictSubscriber(endpoint)
-    station = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(records / "station.log", "w")  # noqa: SIM115
+    station = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     stop = threading.Event()
     churner = threading.Thread(target=churn, args=(endpoint, stop, random.Random(0)), daemon=True)
     churner.start()
+    injected: Counter = Counter()
+    if args.faults:
+        faults = (station, endpoint, records / "rejects", stop, injected)
+        threading.Thread(target=inject_faults, args=faults, daemon=True).start()
     rows, latencies, last_heartbeat, final = [], [], {}, None
+    health_changes: Counter = Counter()
     started = time.monotonic()
     next_report = started + 60
     out = open(args.out, "w") if args.out else None  # noqa: SIM115
@@ -105,6 +167,8 @@ def main(argv=None) -> int:
                     latencies.append(payload["latency_ms"]["total"])
                 elif kind == "heartbeat":
                     last_heartbeat = payload["counters"]
+                elif kind == "status" and "health" in payload:
+                    health_changes[payload["health"]] += 1
             if time.monotonic() >= next_report:
                 next_report += 60
                 row = {
@@ -112,6 +176,7 @@ def main(argv=None) -> int:
                     **process_stats(station.pid),
                     **{k: last_heartbeat.get(k) for k in ("frames", "verdicts", "pass", "fail", "errors")},
                     "missing": steady.state.missing,
+                    **({"injected": dict(injected), "health_changes": dict(health_changes)} if args.faults else {}),
                 }
                 if latencies:
                     row |= {f"p{q}": round(float(np.percentile(latencies, q)), 2) for q in (50, 99)}
@@ -133,6 +198,7 @@ def main(argv=None) -> int:
         steady.close()
         if station.poll() is None:
             station.kill()
+        log.close()
     flat = len(rows) < 3 or (
         rows[-1]["rss_mb"] <= 1.1 * rows[1]["rss_mb"] + 20
         and rows[-1]["fds"] <= rows[1]["fds"] + 2
@@ -144,9 +210,25 @@ def main(argv=None) -> int:
         "final_counters": final,
         "missing_on_steady_subscriber": steady.state.missing,
         "resources_flat": flat,
-        "passed": bool(flat and not lost),
         "exit_code": station.returncode,
     }
+    if args.faults:
+        recorded = len((records / "verdicts.jsonl").read_bytes().splitlines())
+        engine_errors = (final or {}).get("errors", {}).get("engine_error", 0)
+        verdict |= {
+            "injected": dict(injected),
+            "health_changes": dict(health_changes),
+            "json_lines": recorded,
+            "rejects_kept": len(list((records / "rejects").glob("*.png"))),
+            # the reject store reports failed writes at most once a minute, and never to the line
+            "reject_write_warnings": (records / "station.log").read_text().count("cannot save rejected image"),
+        }
+        lost = lost or recorded != final["verdicts"] or engine_errors < injected["engine_error"]
+        lost = lost or health_changes["camera_lost"] < injected["camera_unplug"]
+    verdict["passed"] = bool(flat and not lost)
+    if not verdict["passed"]:
+        print((records / "station.log").read_text()[-3000:], file=sys.stderr)
+    shutil.rmtree(records, ignore_errors=True)
     print(json.dumps(verdict), flush=True)
     if out:
         out.write(json.dumps(verdict) + "\n")
