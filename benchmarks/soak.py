@@ -77,12 +77,18 @@ def burst(endpoint: str, rng: random.Random, count: int = 10) -> None:
 
 
 def break_folder(folder: Path, seconds: float) -> None:
-    """The reject folder replaced by a plain file for ``seconds`` (writes into it fail), then a folder again."""
-    shutil.rmtree(folder, ignore_errors=True)
+    """The reject folder replaced by a plain file for ``seconds`` (writes into it fail), then an empty folder
+    again. Moved aside first, in one step, so that a record being written cannot keep it."""
+    aside = folder.with_name(folder.name + ".broken")
+    folder.rename(aside)
     folder.write_text("not a folder: the soak broke it on purpose\n")
+    shutil.rmtree(aside, ignore_errors=True)
     time.sleep(seconds)
     folder.unlink()
     folder.mkdir()
+
+
+FAULTS = ("engine_error", "sink_error", "subscriber_burst", "camera_unplug")
 
 
 def inject_faults(
@@ -90,20 +96,24 @@ def inject_faults(
 ) -> None:
     """Every minute, 15 s apart: engine error, sink error, subscriber burst, camera unplug."""
     rng = random.Random(1)
-    faults = (
-        ("engine_error", lambda: station.send_signal(signal.SIGUSR1)),
-        ("sink_error", lambda: break_folder(rejects, 10)),
-        ("subscriber_burst", lambda: burst(endpoint, rng)),
-        ("camera_unplug", lambda: station.send_signal(signal.SIGUSR2)),
+    actions = (
+        lambda: station.send_signal(signal.SIGUSR1),
+        lambda: break_folder(rejects, 10),
+        lambda: burst(endpoint, rng),
+        lambda: station.send_signal(signal.SIGUSR2),
     )
-    started = time.monotonic()
+    faults = list(zip(FAULTS, actions, strict=True))
+    started, minute = time.monotonic(), 0
     while True:
         for i, (kind, fault) in enumerate(faults):
-            minute = injected[kind]
             if stop.wait(max(0.0, started + 60 * minute + 5 + 15 * i - time.monotonic())):
                 return
-            fault()
-            injected[kind] += 1
+            try:
+                fault()
+                injected[kind] += 1
+            except Exception as exc:  # the soak goes on; the verdict counts what was injected
+                print(f"minute {minute}: injecting {kind} failed: {exc}", file=sys.stderr, flush=True)
+        minute += 1
 
 
 def main(argv=None) -> int:
@@ -225,6 +235,7 @@ def main(argv=None) -> int:
         }
         lost = lost or recorded != final["verdicts"] or engine_errors < injected["engine_error"]
         lost = lost or health_changes["camera_lost"] < injected["camera_unplug"]
+        lost = lost or min(injected[kind] for kind in FAULTS) < int(args.minutes)  # every kind, every minute
     verdict["passed"] = bool(flat and not lost)
     if not verdict["passed"]:
         print((records / "station.log").read_text()[-3000:], file=sys.stderr)

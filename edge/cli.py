@@ -153,7 +153,7 @@ def keys_main(argv: Sequence[str] | None = None) -> int:
 
 
 def control_main(argv: Sequence[str] | None = None) -> int:
-    """``edge-control``: change a running station's thresholds, pause or resume it, or ask its status."""
+    """``edge-control``: change a running station's thresholds or recipe, pause or resume it, or ask its status."""
     parser = argparse.ArgumentParser(
         prog="edge-control",
         description="Send one request to a station's control socket (edge-run --control ENDPOINT) and print the "
@@ -174,6 +174,14 @@ def control_main(argv: Sequence[str] | None = None) -> int:
     pause = commands.add_parser("pause", parents=[common], help="judge every frame error(paused) until resume")
     pause.add_argument("--reason", default="")
     commands.add_parser("resume", parents=[common], help="judge frames again")
+    switch = commands.add_parser(
+        "set-recipe",
+        parents=[common],
+        help="switch to another recipe (edge-run --recipes): loaded and warmed beside the running one, in force "
+        "from the next frame or from --at-frame",
+    )
+    switch.add_argument("name", help="the recipe (DIR/NAME.toml)")
+    switch.add_argument("--at-frame", type=int, help="the first frame id judged by it (a part boundary)")
     args = parser.parse_args(argv)
     import zmq
 
@@ -185,6 +193,8 @@ def control_main(argv: Sequence[str] | None = None) -> int:
         payload |= {k: v for k, v in (("score", args.score), ("pixel", args.pixel)) if v is not None}
     elif args.command == "pause" and args.reason:
         payload["reason"] = args.reason
+    elif args.command == "set-recipe":
+        payload |= {"name": args.name} | ({"at_frame": args.at_frame} if args.at_frame is not None else {})
     curve = _client_curve(parser, args)
 
     def body() -> int:

@@ -50,6 +50,10 @@ class StationConfig:
     are made from these fields (:mod:`edge.settings`)."""
 
     engine: str = setting("", "artefact: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt2 (torch)")
+    recipes: str | None = setting(
+        None, "folder of recipes (NAME.toml: engine, thresholds, camera), instead of --engine"
+    )
+    recipe: str | None = setting(None, "with --recipes: the recipe to start with")
     backend: str = setting(
         "auto", "auto: by the artefact's suffix; openvino runs an .onnx on OpenVINO (CPU)", group=ENGINE,
         choices=_backend_names,
@@ -139,8 +143,18 @@ class StationConfig:
                 raise ConfigError(f"unknown setting {key!r}{f' in {path}' if path else ''}; known: {', '.join(known)}")
             values[key] = check_value(key, value, known[key].type)
         config = cls(**values)
+        if config.recipes is not None:
+            if config.engine or config.threshold is not None or config.pixel_threshold is not None:
+                raise ConfigError(
+                    "recipes name their own engine and thresholds: give --recipes DIR --recipe NAME without "
+                    "--engine/--threshold/--pixel-threshold (or thresholds in the recipe files)"
+                )
+            if not config.recipe:
+                raise ConfigError("--recipes needs --recipe NAME: the recipe to start with")
+        elif config.recipe:
+            raise ConfigError("--recipe needs --recipes DIR: the folder of recipe files")
         for key in ("engine", "camera"):
-            if not getattr(config, key):
+            if not getattr(config, key) and not (key == "engine" and config.recipes):
                 raise ConfigError(f"setting {key!r} is required (flag --{key} or {key} = … in the config)")
         if (config.curve_secret is None) != (config.curve_allow is None):
             raise ConfigError("CURVE needs both curve_secret and curve_allow (--curve-secret KEY --curve-allow DIR)")

@@ -12,6 +12,11 @@ Requests, and what they answer (errors: ``{"ok": false, "error": "..."}``)::
     {"command": "set_threshold", "score": 0.42, "pixel": 0.5}    {"ok": true, "thresholds": {...}}
     {"command": "pause", "reason": "changeover"}                 {"ok": true, "paused": true}
     {"command": "resume"}                                        {"ok": true, "paused": false}
+    {"command": "set_recipe", "name": "B", "at_frame": 1200}     {"ok": true, "armed": {...}, "at_frame": 1200}
+
+``set_recipe`` loads and warms recipe ``name`` (:mod:`edge.recipes`) beside the running one and answers once the
+switch is armed: from the next frame read, or from the first frame whose id reaches ``at_frame`` (a part
+boundary the PLC gives). The status topic announces the frame the new recipe starts at.
 
 While paused every captured frame is still accounted for: it gets ``error(paused)``, never a ``pass``.
 """
@@ -39,11 +44,14 @@ _THRESHOLD = (
     "a finite number ≥ 0 (in [0, 1] for probability scores)",
 )
 _SHORT_TEXT = (lambda v: isinstance(v, str) and len(v) <= 200, "a text of at most 200 characters")
+_NAME = (lambda v: isinstance(v, str) and 0 < len(v) <= 64, "a recipe name (at most 64 characters)")
+_FRAME_ID = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a frame id (an integer ≥ 0)")
 COMMANDS: dict[str, dict[str, tuple[bool, tuple]]] = {
     "status": {},
     "set_threshold": {"score": (False, _THRESHOLD), "pixel": (False, _THRESHOLD)},
     "pause": {"reason": (False, _SHORT_TEXT)},
     "resume": {},
+    "set_recipe": {"name": (True, _NAME), "at_frame": (False, _FRAME_ID)},
 }
 
 

@@ -70,15 +70,20 @@ class DriftMonitor:
 
 class DriftSink:
     """Feeds passed parts' scores to a :class:`DriftMonitor`; ``on_change(report)`` is called when drift starts or
-    ends (the station logs it and publishes it on its status topic)."""
+    ends (the station logs it and publishes it on its status topic). Each recipe is watched against its own
+    calibration: the first frame of another recipe starts a new watch (none where it has no calibration)."""
 
     name, required = "drift", False
 
-    def __init__(self, monitor: DriftMonitor, on_change: Callable[[dict], None]) -> None:
-        self.monitor, self.on_change = monitor, on_change
+    def __init__(self, monitor: DriftMonitor | None, on_change: Callable[[dict], None], recipe=None) -> None:
+        self.monitor, self.on_change, self.recipe = monitor, on_change, recipe
 
     def write(self, verdict: dict, job) -> None:
-        if verdict["verdict"] == "pass":
+        if job.recipe is not self.recipe:
+            self.recipe = job.recipe
+            sidecar = job.recipe.engine.sidecar
+            self.monitor = DriftMonitor.from_calibration(sidecar.calibration, sidecar.score)
+        if verdict["verdict"] == "pass" and self.monitor is not None:
             change = self.monitor.add(verdict["score"])
             if change:
                 self.on_change(change)

@@ -32,6 +32,7 @@ from edge.drift import DriftMonitor, DriftSink
 from edge.engines import Engine
 from edge.judge import Thresholds
 from edge.publish import VerdictPublisher
+from edge.recipes import Recipe, RecipeBook, RecipeError
 from edge.sinks import HeatmapSink, Sink
 from edge.sources import Source
 from edge.stages import Capture, End, Inference, Judge, Ledger, Publishing, Sequencer
@@ -87,8 +88,13 @@ class Pipeline:
         options: PipelineOptions,
         sinks: list[Sink] | None = None,
         drift: DriftMonitor | None = None,
+        recipes: RecipeBook | None = None,
+        recipe: str | None = None,
     ) -> None:
-        self.engine, self.publisher, self.options, self.drift = engine, publisher, options, drift
+        """``engine`` and ``thresholds`` are the recipe in force at the start (named ``recipe``, from
+        ``recipes``, the book further recipes are switched to from; None for a station run with one engine)."""
+        self.engine, self.publisher, self.options = engine, publisher, options
+        self.recipes = recipes
         self.counters = Counters()
         self.stop = threading.Event()
         self.watchdog = Watchdog(options.stall_s, source.live)
@@ -101,16 +107,17 @@ class Pipeline:
         to_inference: queue.Queue = queue.Queue(maxsize=options.queue_size)
         self.ledger = Ledger(self.counters)
         self.capture = Capture(
-            source, engine.frame, self.ledger, self.watchdog, to_inference, self._tasks, self.stop,
-            refusal=lambda: self.judge.refusal, paused=lambda: self.paused, report=self._report, fail=self._fail,
-            max_frames=options.max_frames,
+            source, Recipe(recipe, engine, thresholds), self.ledger, self.watchdog, to_inference, self._tasks,
+            self.stop, refusal=lambda: self.judge.refusal, paused=lambda: self.paused, report=self._report,
+            fail=self._fail, switched=self._recipe_switched, max_frames=options.max_frames,
         )  # fmt: skip
         self.inference = Inference(
-            engine, to_inference, self._tasks, self.watchdog, options.max_batch, options.batch_timeout_ms
+            to_inference, self._tasks, self.watchdog, options.max_batch, options.batch_timeout_ms
         )
         self.sequencer = Sequencer(self.ledger, options.verdict_deadline_ms)
-        self.judge = Judge(thresholds, engine.frame, options.camera, f"sha256:{engine.sidecar.sha256}")
-        own: list[Sink] = [DriftSink(drift, self._drift_changed)] if drift is not None else []
+        self.judge = Judge(options.camera)
+        self._drift = DriftSink(drift, self._drift_changed, self.capture.recipe)
+        own: list[Sink] = [self._drift]
         self._heatmaps = HeatmapSink(self._send_heatmap) if options.heatmaps else None
         own += [self._heatmaps] if self._heatmaps is not None else []
         self.publishing = Publishing(
@@ -122,8 +129,18 @@ class Pipeline:
         self.publishing.sinks.append(sink)
 
     @property
+    def drift(self) -> DriftMonitor | None:
+        """The good-score drift watch of the recipe being published (None without a calibration)."""
+        return self._drift.monitor
+
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe in force: the next frame captured is judged by it."""
+        return self.capture.recipe
+
+    @property
     def thresholds(self) -> Thresholds:
-        return self.judge.thresholds
+        return self.recipe.thresholds
 
     @property
     def late_results(self) -> int:
@@ -160,6 +177,8 @@ class Pipeline:
         """Carry out a validated control request (from any thread); returns the answer for the operator."""
         if request["command"] == "status":
             return {"ok": True, "status": self.status()}
+        if request["command"] == "set_recipe":
+            return self._set_recipe(request, who)
         item = ControlRequest(request, who, self._carry_out)
         if not self._running:
             return {"ok": False, "error": "the station is not running"}
@@ -168,16 +187,69 @@ class Pipeline:
             return {"ok": False, "error": f"the station did not carry it out within {timeout:.0f} s (stopping?)"}
         return item.answer
 
+    # -- recipes (edge.recipes) ----------------------------------------------------------------------------
+    def _set_recipe(self, request: dict, who: str) -> dict:
+        """On the caller's thread: load and warm the recipe beside the running one, then arm the switch (capture
+        makes it between two frames). A refusal leaves the recipe in force untouched."""
+        if self.recipes is None:
+            return {"ok": False, "error": "this station runs one engine: start it with --recipes DIR --recipe NAME"}
+        if not self._running:
+            return {"ok": False, "error": "the station is not running"}
+        if request["name"] == self.recipe.name and "at_frame" not in request and not self.capture.armed:
+            return {"ok": True, "in_force": self.recipe.describe(), "unchanged": True}
+        try:
+            recipe = self.recipes.load(request["name"], self.capture.frame)
+        except RecipeError as exc:
+            log.warning("set_recipe by %s refused: %s", who, exc)
+            return {"ok": False, "error": str(exc)}
+        at_frame = request.get("at_frame")
+        replaced = self.capture.arm(recipe, at_frame)
+        if replaced is not None:  # armed before and never in force
+            replaced.engine.deactivate()
+        log.info("recipe %s armed by %s (%s)", recipe.name, who, f"at frame {at_frame}" if at_frame else "next frame")
+        self._report(
+            {
+                "state": "running",
+                "health": self.health,
+                "control": {"command": "set_recipe", "by": who, "name": recipe.name, "at_frame": at_frame},
+            }
+        )
+        return {"ok": True, "armed": recipe.describe(), "at_frame": at_frame}
+
+    def _recipe_switched(self, current: Recipe, other: Recipe, frame_id: int | None, problem: str) -> None:
+        """From capture: ``other`` is in force from ``frame_id`` on (``current`` retires, its engine released
+        once its last frame is published), or was refused (``problem``) and is released now."""
+        if problem:
+            log.error("recipe %s refused at frame %s: %s", other.name, frame_id, problem)
+            other.engine.deactivate()
+            self._report(
+                {"state": "running", "health": self.health, "recipe_refused": {"name": other.name, "reason": problem}}
+            )
+            return
+        log.info("recipe %s in force from frame %s (was %s)", other.name, frame_id, current.name)
+        if current.retire():
+            current.engine.deactivate()
+        self._report(
+            {"state": "running", "health": self.health, "recipe": {**other.describe(), "from_frame": frame_id}}
+        )
+
+    def release_recipes(self) -> None:
+        """Deactivate the engines of the recipe in force and of one armed (at the end of the run)."""
+        self.capture.recipe.engine.deactivate()
+        armed = self.capture.disarm()
+        if armed is not None:
+            armed.engine.deactivate()
+
     def _carry_out(self, request: dict, who: str) -> dict:
         """On the publishing thread: change thresholds or pause state, and announce it on the status topic."""
         command = request["command"]
         if command == "set_threshold":
             for key in ("score", "pixel"):
-                problem = key in request and self.engine.sidecar.score.check_threshold(key, request[key])
+                problem = key in request and self.recipe.engine.sidecar.score.check_threshold(key, request[key])
                 if problem:
                     return {"ok": False, "error": problem}
             old = self.thresholds
-            self.judge.thresholds = Thresholds(
+            self.recipe.thresholds = Thresholds(
                 request.get("score", old.score), request.get("pixel", old.pixel), "control"
             )
             change = {
@@ -211,6 +283,7 @@ class Pipeline:
             },
             "last_seq": self.publisher.seq - 1,
             "counters": self.counters.to_dict(),
+            "recipe": self.recipe.describe(),
         }
 
     def stuck(self) -> str | None:
@@ -244,7 +317,12 @@ class Pipeline:
             log.warning("health %s%s", health, f": {reason}" if reason else "")
             self.publisher.status({"state": "running", "health": health, **({"reason": reason} if reason else {})})
         self.publisher.heartbeat(
-            {"health": health, "counters": self.counters.to_dict(), "interval_s": self.options.heartbeat_s}
+            {
+                "health": health,
+                "counters": self.counters.to_dict(),
+                "interval_s": self.options.heartbeat_s,
+                "recipe": self.recipe.describe(),
+            }
         )
         if self.on_heartbeat is not None:
             self.on_heartbeat(health)
@@ -254,6 +332,8 @@ class Pipeline:
         """Judge and publish one job (on the publishing thread); its frame is settled in the ledger."""
         self.ledger.settle(job.index)
         self.publishing.publish(self.judge.message(job), job)
+        if job.recipe.leave():  # the last frame of a retired recipe
+            job.recipe.engine.deactivate()
 
     def run(self) -> Counters:
         """Capture, infer and publish until the source ends (or ``stop``); returns the counters."""

@@ -21,6 +21,7 @@ from edge.judge import ThresholdError, Thresholds
 from edge.metrics import MetricsError, StationMetrics
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher
+from edge.recipes import RecipeBook, RecipeError
 from edge.security import CurveServer
 from edge.sinks import JsonlSink, RejectStore
 from edge.snapshot import SnapshotError, SnapshotServer
@@ -38,13 +39,18 @@ def run_station(config: StationConfig) -> int:
     """Run until the source ends or SIGINT/SIGTERM; returns the exit status: 0 after a clean drain, 1 when a stage
     failed for good (the final status and the log say which and why: systemd's ``Restart=on-failure`` restarts
     the station) or a finite source ended with every frame an error (nothing was inspected)."""
+    book, recipe_camera = None, {}
     try:
-        engine = open_engine(Path(config.engine), **config.engine_settings())
-        thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
+        if config.recipes:
+            book = RecipeBook(Path(config.recipes), config.engine_settings(), config.max_batch)
+            engine, thresholds, recipe_camera = book.open(config.recipe)
+        else:
+            engine = open_engine(Path(config.engine), **config.engine_settings())
+            thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
         frame = engine.frame
-        camera = {"width": frame.width, "height": frame.height, **config.camera_settings()}
+        camera = {"width": frame.width, "height": frame.height, **config.camera_settings(), **recipe_camera}
         source = open_source(config.camera, frame.pixel_format, camera)
-    except (EngineError, ThresholdError, SourceError) as exc:
+    except (EngineError, ThresholdError, SourceError, RecipeError) as exc:
         raise RunError(str(exc)) from exc
     max_batch = min(config.max_batch or engine.frame.max_batch, engine.frame.max_batch)
     curve = None
@@ -58,7 +64,7 @@ def run_station(config: StationConfig) -> int:
             curve.stop()
         raise RunError(str(exc)) from exc
     sinks: list = []
-    control = None
+    control = pipeline = None
     try:
         try:
             if config.jsonl:
@@ -92,7 +98,7 @@ def run_station(config: StationConfig) -> int:
             stall_s=config.stall_s,
         )
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration, engine.sidecar.score)
-        pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift)
+        pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift, book, config.recipe)
         if config.snapshot:
             sinks.append(SnapshotServer(config.snapshot, pipeline.status, curve=curve))
             pipeline.add_sink(sinks[-1])
@@ -102,8 +108,9 @@ def run_station(config: StationConfig) -> int:
         if config.control:
             control = ControlServer(config.control, pipeline.control, curve=curve)
         log.info(
-            "%s: %s (%s, %s) on %s, threshold %.4f (%s), publishing on %s",
+            "%s: %s%s (%s, %s) on %s, threshold %.4f (%s), publishing on %s",
             config.station,
+            f"recipe {config.recipe}: " if config.recipe else "",
             engine.path.name,
             engine.backend,
             engine.sidecar.precision,
@@ -161,6 +168,8 @@ def run_station(config: StationConfig) -> int:
             control.close()
         for sink in sinks:
             sink.close()
+        if pipeline is not None:
+            pipeline.release_recipes()
         engine.deactivate()
         source.close()
         publisher.close(config.linger_ms)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from edge.judge import Thresholds, judge
 from edge.publish import iso_time
 from edge.sidecar import FrameSpec
 from edge.sources import Frame
+
+if TYPE_CHECKING:
+    from edge.recipes import Recipe
 
 
 @dataclass
@@ -31,11 +35,14 @@ class Job:
     error: str | None = None
     detail: str = ""
     record: bytes = b""  # the verdict as published, JSON (serialised once, for the JSON-lines record)
+    recipe: Recipe | None = None  # what judges it: engine, thresholds, model (set at capture)
 
 
-def verdict_message(job: Job, thresholds: Thresholds, frame_spec: FrameSpec, camera: str, model: str) -> dict:
+def verdict_message(
+    job: Job, thresholds: Thresholds, frame_spec: FrameSpec, camera: str, model: str, recipe: str | None = None
+) -> dict:
     """The verdict message for ``job``: judged from its engine outputs at ``thresholds``, or the error it already
-    has, with the time each stage took."""
+    has, with the time each stage took, the ``model`` (``sha256:…``) and the ``recipe`` that judged it."""
     frame, now = job.frame, time.perf_counter()
     if job.error is None:
         verdict, reason, found = judge(job.score, job.anomaly_map, thresholds, frame_spec)
@@ -66,6 +73,7 @@ def verdict_message(job: Job, thresholds: Thresholds, frame_spec: FrameSpec, cam
         "batch": job.batch,
         "latency_ms": {k: round(v, 3) if v is not None else None for k, v in latency.items()},
         "model": model,
+        "recipe": recipe,
     }
 
 

@@ -32,22 +32,34 @@ BOUND_S = 60  # no run here may take longer: past it, the line hung
 
 
 def bounded_run(
-    engine: Engine, source: Source, bound_s: float = BOUND_S, **options
+    engine: Engine,
+    source: Source,
+    bound_s: float = BOUND_S,
+    *,
+    thresholds: Thresholds | None = None,
+    recipes=None,
+    recipe: str | None = None,
+    on_start=None,
+    **options,
 ) -> tuple[Pipeline, list[tuple[str, dict]]]:
     """Run ``source`` through the pipeline on another thread with a subscriber; fails if the run outlives
-    ``bound_s``. Returns the pipeline and every message the subscriber received up to the final status."""
+    ``bound_s``. Returns the pipeline and every message the subscriber received up to the final status.
+    ``recipes`` and ``recipe``: the book and the recipe ``engine`` is; ``on_start(pipeline)`` is called as the
+    run starts."""
     endpoint = free_endpoint()
     publisher = VerdictPublisher(endpoint, "faults")
     subscriber = VerdictSubscriber(endpoint)
     assert publisher.wait_subscribers(1, 10)
     source.open()
     engine.activate()
-    pipeline = Pipeline(
-        source, engine, publisher, Thresholds(0.5, 0.5, "t"), PipelineOptions(station="faults", **options)
-    )
+    options = PipelineOptions(station="faults", **options)
+    thresholds = thresholds or Thresholds(0.5, 0.5, "t")
+    pipeline = Pipeline(source, engine, publisher, thresholds, options, recipes=recipes, recipe=recipe)
     runner = threading.Thread(target=pipeline.run, daemon=True)
     try:
         runner.start()
+        if on_start is not None:
+            on_start(pipeline)
         runner.join(bound_s)
         assert not runner.is_alive(), f"the run hung: {pipeline.counters.to_dict()}"
         publisher.status({"state": "stopped", "final": True, "health": pipeline.health})
@@ -57,6 +69,7 @@ def bounded_run(
         subscriber.close()
         publisher.close(0)
         if not runner.is_alive():
+            pipeline.release_recipes()
             engine.deactivate()
             source.close()
 

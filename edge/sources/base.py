@@ -71,6 +71,11 @@ class Source(ABC):
         self.close()
         self.open()
 
+    def adjust(self, settings: dict) -> None:
+        """Change camera settings (``exposure_us``, ``gain``) between two frames, for a recipe switch; a source
+        without such settings refuses (SourceError)."""
+        raise SourceError(f"{self.uri} has no camera settings to change ({', '.join(sorted(settings))})")
+
 
 def convert_pixels(bgr_or_grey: np.ndarray, pixel_format: str) -> np.ndarray:
     """An OpenCV-decoded image (BGR or grey) in the engine's pixel format."""

@@ -20,6 +20,7 @@ camera's own clock (pylon's ``TimeStamp``, device ticks: ns on USB3 cameras, Gev
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -346,6 +347,16 @@ class BaslerSource(Source):
             except genicam.GenericException:
                 pass  # already gone
             self._camera = None
+
+    def adjust(self, settings: dict) -> None:
+        """New exposure and gain from the next frame on (kept for reconnects); SourceError if the camera refuses."""
+        self.settings = dataclasses.replace(self.settings, **settings)
+        if self._camera is None or not self._camera.IsOpen():
+            return  # applied when the camera is opened again
+        if "exposure_us" in settings:
+            self._set(["ExposureTime", "ExposureTimeAbs"], float(settings["exposure_us"]))
+        if "gain" in settings:
+            self._set(["Gain", "GainRaw"], settings["gain"])
 
     def reconnect(self) -> None:
         """Open the same camera (by serial) again with the same settings; SourceError while it is absent."""

@@ -1,7 +1,11 @@
-"""The capture stage: reads the source, counts every frame in the ledger, and sends it on to inference or, when it
-cannot be judged (unreadable, wrong size or format, paused, the inference queue full while a live source keeps
-producing), straight to publishing with its error. A lost camera is reopened with backoff; anything else the
-source raises ends the run (``capture_failed``), never silently."""
+"""The capture stage: reads the source, counts every frame in the ledger under the recipe in force, and sends it
+on to inference or, when it cannot be judged (unreadable, wrong size or format, paused, the inference queue full
+while a live source keeps producing), straight to publishing with its error. A lost camera is reopened with
+backoff; anything else the source raises ends the run (``capture_failed``), never silently.
+
+A recipe switch (:meth:`Capture.arm`) takes effect between two frames: at the next read, or at the first frame
+whose id reaches ``at_frame`` (the PLC's part boundary; the camera's settings then change as soon as the frame
+before it has arrived, so the boundary frame is exposed with the new ones)."""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edge.recipes import Recipe
 from edge.sidecar import FrameSpec
-from edge.sources import CameraLost, Source, SourceError
+from edge.sources import CameraLost, Frame, Source, SourceError
 from edge.stages.inference import End
 from edge.stages.ledger import Ledger
 from edge.verdict import Job
@@ -41,12 +46,14 @@ class Capture:
 
     ``refusal()`` is the error every frame gets from now on (a required sink broke), ``paused()`` the operator's
     reason while the station is paused; ``report(status)`` announces camera lost and back; ``fail(reason,
-    detail)`` stops the run for good."""
+    detail)`` stops the run for good; ``switched(current, other, frame_id, problem)`` is told of each recipe
+    switch (``problem`` empty: ``other`` is in force from ``frame_id`` on) and each refused one (``current``
+    stays)."""
 
     def __init__(
         self,
         source: Source,
-        frame: FrameSpec,
+        recipe: Recipe,
         ledger: Ledger,
         watchdog: Watchdog,
         to_inference: queue.Queue,
@@ -57,19 +64,26 @@ class Capture:
         paused: Callable[[], str | None],
         report: Callable[[dict], None],
         fail: Callable[[str, str], None],
+        switched: Callable[[Recipe, Recipe, int | None, str], None],
         max_frames: int | None = None,
     ) -> None:
-        self.source, self.frame, self.ledger, self.watchdog = source, frame, ledger, watchdog
+        self.source, self.recipe, self.ledger, self.watchdog = source, recipe, ledger, watchdog
+        self.frame: FrameSpec = recipe.engine.frame
+        self.switched = switched
+        self._armed: tuple[Recipe, int | None] | None = None  # the next recipe and the frame id it starts at
+        self._camera_set = False  # the armed recipe's camera settings are applied
+        self._switch_lock = threading.Lock()
         self.to_inference, self.to_publishing, self.stop = to_inference, to_publishing, stop
         self.refusal, self.paused, self.report, self.fail = refusal, paused, report, fail
         self.max_frames = max_frames
         self.camera_lost = False
-        self._expected = frame.frame_shape()
+        self._expected = self.frame.frame_shape()
         self._format_reported = False  # the first frame of the wrong size or format is explained in the log
 
     def run(self) -> None:
         try:
             while not self.stop.is_set() and self.ledger.captured != self.max_frames:
+                self._switch_if_due(None)
                 self.watchdog.read_started(time.perf_counter())
                 try:
                     frame = self.source.read(timeout=READ_TIMEOUT_S)
@@ -82,7 +96,8 @@ class Capture:
                     self.watchdog.read_ended()
                 if frame is None:
                     break
-                job = self.ledger.enter(frame)
+                self._switch_if_due(frame)
+                job = self.ledger.enter(frame, self.recipe)
                 if job is None:
                     break
                 self.watchdog.frame_arrived(job.t_queued)
@@ -91,6 +106,48 @@ class Capture:
             self.fail("capture_failed", f"{type(exc).__name__}: {str(exc)[:200]}")
         finally:
             self.to_inference.put(End(self.ledger.captured))
+
+    def arm(self, recipe: Recipe, at_frame: int | None = None) -> Recipe | None:
+        """Switch to ``recipe`` from the next frame read, or from the first whose id reaches ``at_frame``; returns
+        a recipe armed before and not yet in force, now replaced (the caller releases it)."""
+        with self._switch_lock:
+            replaced, self._camera_set = self._armed, False
+            self._armed = (recipe, at_frame)
+        return replaced[0] if replaced else None
+
+    @property
+    def armed(self) -> bool:
+        """A switch waits for its frame."""
+        return self._armed is not None
+
+    def disarm(self) -> Recipe | None:
+        """Drop the armed switch; returns its recipe (the caller releases it), or None."""
+        with self._switch_lock:
+            armed, self._armed = self._armed, None
+        return armed[0] if armed else None
+
+    def _switch_if_due(self, frame: Frame | None) -> None:
+        """Before a read (``frame`` None) or with the frame just read: change the camera's settings, then put the
+        armed recipe in force, when due."""
+        with self._switch_lock:
+            if self._armed is None:
+                return
+            recipe, at_frame = self._armed
+            frame_id = None if frame is None else frame.frame_id
+            if not self._camera_set and (at_frame is None or (frame_id is not None and frame_id >= at_frame - 1)):
+                try:
+                    if recipe.camera:
+                        self.source.adjust(recipe.camera)
+                except (SourceError, CameraLost) as exc:
+                    self._armed = None
+                    self.switched(self.recipe, recipe, frame_id, f"the camera refused its settings: {exc}")
+                    return
+                self._camera_set = True
+            if frame is None or (at_frame is not None and frame.frame_id < at_frame):
+                return
+            self._armed = None
+            old, self.recipe = self.recipe, recipe
+        self.switched(old, recipe, frame.frame_id, "")
 
     def _admit(self, job: Job) -> None:
         """Queue a counted frame for inference, or send it on with its error now; a frame that breaks this gets

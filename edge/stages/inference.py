@@ -1,5 +1,6 @@
 """The inference stage: batches queued frames up to the engine's max batch, waiting at most ``batch_timeout_ms``
-for a batch to fill, and runs the engine. Every frame leaves with its outputs or an error, whatever the engine does:
+for a batch to fill, and runs the engine of each frame's recipe (a batch never mixes engines: after a recipe
+switch the old engine's frames go first). Every frame leaves with its outputs or an error, whatever the engine does:
 one that raises gives ``error(engine_error)``, outputs unlike the sidecar's shapes and dtypes
 (:class:`~edge.engines.InvalidOutput`) ``error(invalid_output)``."""
 
@@ -22,31 +23,32 @@ class End:
 
 
 class Inference:
-    """Thread target :meth:`run`: jobs from ``inbox`` → engine → ``outbox``, then the :class:`End`."""
+    """Thread target :meth:`run`: jobs from ``inbox`` → their recipe's engine → ``outbox``, then the :class:`End`."""
 
     def __init__(
         self,
-        engine: Engine,
         inbox: queue.Queue,
         outbox: queue.Queue,
         watchdog: Watchdog,
         max_batch: int = 1,
         batch_timeout_ms: float = 2.0,
     ) -> None:
-        self.engine, self.inbox, self.outbox, self.watchdog = engine, inbox, outbox, watchdog
+        self.inbox, self.outbox, self.watchdog = inbox, outbox, watchdog
         self.max_batch, self.batch_timeout_ms = max_batch, batch_timeout_ms
         self.last_error_at = -1e9  # perf_counter of the last engine failure
 
     def run(self) -> None:
-        end = None
+        end, carried = None, None
         while end is None:
-            first = self.inbox.get()
+            first = carried if carried is not None else self.inbox.get()
+            carried = None
             if isinstance(first, End):
                 end = first
                 break
-            batch = [first]
+            batch, engine = [first], first.recipe.engine
+            limit = min(self.max_batch, engine.frame.max_batch)
             deadline = time.perf_counter() + self.batch_timeout_ms / 1e3
-            while len(batch) < self.max_batch:
+            while len(batch) < limit:
                 try:
                     item = self.inbox.get(timeout=max(0.0, deadline - time.perf_counter()))
                 except queue.Empty:
@@ -54,17 +56,20 @@ class Inference:
                 if isinstance(item, End):
                     end = item
                     break
+                if item.recipe.engine is not engine:  # a recipe switch: the next batch starts with it
+                    carried = item
+                    break
                 batch.append(item)
-            self._run_batch(batch)
+            self._run_batch(engine, batch)
         self.outbox.put(end)
 
-    def _run_batch(self, batch: list[Job]) -> None:
+    def _run_batch(self, engine: Engine, batch: list[Job]) -> None:
         """Infer one batch; every job leaves with its outputs or an error."""
         started = time.perf_counter()
         self.watchdog.inference_started(started)
         error, detail = None, ""
         try:
-            result = self.engine.infer([job.frame.pixels for job in batch])  # gathered into the engine's buffer
+            result = engine.infer([job.frame.pixels for job in batch])  # gathered into the engine's buffer
             outputs = [(float(result.score[i]), result.anomaly_map[i, 0]) for i in range(len(batch))]
         except Exception as exc:  # any engine failure is a verdict, not a crash
             error = "invalid_output" if isinstance(exc, InvalidOutput) else "engine_error"

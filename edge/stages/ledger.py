@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+from edge.recipes import Recipe
 from edge.sources import Frame
 from edge.verdict import Counters, Job
 
@@ -20,12 +21,13 @@ class Ledger:
         self._lock = threading.Lock()
         self._closed = False
 
-    def enter(self, frame: Frame) -> Job | None:
-        """Count ``frame`` and open its job; None once the ledger is closed (a stuck run's end)."""
+    def enter(self, frame: Frame, recipe: Recipe) -> Job | None:
+        """Count ``frame`` and open its job under ``recipe``; None once the ledger is closed (a stuck run's end)."""
         with self._lock:
             if self._closed:
                 return None
-            job = Job(self.captured, frame, t_queued=time.perf_counter())
+            recipe.enter()
+            job = Job(self.captured, frame, t_queued=time.perf_counter(), recipe=recipe)
             self._open[job.index] = job
             self.captured += 1
             self.counters.count_frame(frame)

@@ -58,7 +58,7 @@ class Sequencer:
             return None
         self._expired.add(index)
         detail = f"no result in {self.deadline_ms:.0f} ms"
-        return Job(index, held.frame, t_queued=held.t_queued, error="deadline", detail=detail)
+        return Job(index, held.frame, t_queued=held.t_queued, error="deadline", detail=detail, recipe=held.recipe)
 
     def oldest_waiting(self) -> float | None:
         """When the frame at the head of the line was captured; None when none waits."""
@@ -72,7 +72,9 @@ class Sequencer:
         waiting = sorted(set(held) | set(self._pending))
         jobs = [
             self._pending.pop(index, None)
-            or Job(index, held[index].frame, t_queued=held[index].t_queued, error=reason, detail=detail)
+            or Job(
+                index, held[index].frame, held[index].t_queued, error=reason, detail=detail, recipe=held[index].recipe
+            )
             for index in waiting
         ]
         if waiting:
