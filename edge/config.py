@@ -66,7 +66,10 @@ class StationConfig:
     openvino_cache: str | None = setting(
         None, "OpenVINO: compiled-model cache folder (default: ENGINE.openvino/)", group=ENGINE
     )
-    camera: str = setting("", "basler0, basler://SERIAL, folder://DIR[?loop=1] or video://FILE")
+    camera: tuple[str, ...] = setting(
+        (), "basler0, basler://SERIAL, folder://DIR[?loop=1] or video://FILE; once per camera of a multi-camera "
+        "station (one engine judges them all)",
+    )  # fmt: skip
     station: str = setting("station", "station name in topics and verdicts")
     publish: str = setting("tcp://*:5556", "ZeroMQ endpoint to bind (ipc:// works too)")
     threshold: float | None = setting(None, "image-score threshold (default: the engine's calibration)")
@@ -108,6 +111,10 @@ class StationConfig:
     offset_x: int = setting(0, "sensor column of the frame's left edge", group=CAMERA)
     offset_y: int = setting(0, "sensor row of the frame's top edge", group=CAMERA)
     emulator_images: str | None = setting(None, "pylon camera emulator only: folder of images to stream", group=CAMERA)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.camera, str):  # one camera, as a text
+            self.camera = (self.camera,) if self.camera else ()
 
     def engine_settings(self) -> dict:
         """The keyword arguments of :func:`edge.engines.open_engine` besides the artefact."""
@@ -182,6 +189,11 @@ def check_value(key: str, value, annotation: str):
     base = annotation.split(" | ")[0]
     if value is None and "None" in annotation:
         return None
+    if base == "tuple[str, ...]":  # one text, or a list of them
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"setting {key!r} must be a text or a list of texts, got {value!r}")
+        return tuple(value)
     if base == "bool":
         ok = isinstance(value, bool)
     elif base == "int":

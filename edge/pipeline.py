@@ -90,9 +90,11 @@ class Pipeline:
         drift: DriftMonitor | None = None,
         recipes: RecipeBook | None = None,
         recipe: str | None = None,
+        inference: Inference | None = None,
     ) -> None:
         """``engine`` and ``thresholds`` are the recipe in force at the start (named ``recipe``, from
-        ``recipes``, the book further recipes are switched to from; None for a station run with one engine)."""
+        ``recipes``, the book further recipes are switched to from; None for a station run with one engine).
+        ``inference``: a stage shared with other cameras' lines (started by the caller), else the line's own."""
         self.engine, self.publisher, self.options = engine, publisher, options
         self.recipes = recipes
         self.counters = Counters()
@@ -103,17 +105,18 @@ class Pipeline:
         self.on_heartbeat = None  # called with the health after each heartbeat (the service watchdog)
         self._published = ("ok", False)  # the health and whether a stage was stuck, as last published
         self._running = False
+        self.ran = False  # run() has started the line's threads (capture will send its End)
         self._tasks: queue.Queue = queue.Queue()  # the publishing thread's inbox: jobs, End, tasks
-        to_inference: queue.Queue = queue.Queue(maxsize=options.queue_size)
+        to_inference = inference.inbox if inference is not None else queue.Queue(maxsize=options.queue_size)
         self.ledger = Ledger(self.counters)
         self.capture = Capture(
             source, Recipe(recipe, engine, thresholds), self.ledger, self.watchdog, to_inference, self._tasks,
             self.stop, refusal=lambda: self.judge.refusal, paused=lambda: self.paused, report=self._report,
             fail=self._fail, switched=self._recipe_switched, max_frames=options.max_frames,
         )  # fmt: skip
-        self.inference = Inference(
-            to_inference, self._tasks, self.watchdog, options.max_batch, options.batch_timeout_ms
-        )
+        self._own_inference = inference is None
+        self.inference = inference or Inference(to_inference, options.max_batch, options.batch_timeout_ms)
+        self.inference.attach(self.watchdog)
         self.sequencer = Sequencer(self.ledger, options.verdict_deadline_ms)
         self.judge = Judge(options.camera)
         self._drift = DriftSink(drift, self._drift_changed, self.capture.recipe)
@@ -337,12 +340,11 @@ class Pipeline:
 
     def run(self) -> Counters:
         """Capture, infer and publish until the source ends (or ``stop``); returns the counters."""
-        threads = [
-            threading.Thread(target=self.capture.run, name="capture", daemon=True),
-            threading.Thread(target=self.inference.run, name="infer", daemon=True),
-        ]
+        threads = [threading.Thread(target=self.capture.run, name="capture", daemon=True)]
+        if self._own_inference:
+            threads.append(threading.Thread(target=self.inference.run, name="infer", daemon=True))
         self.publisher.status({"state": "running", "health": self.health, "camera": self.options.camera})
-        self._running = True
+        self._running = self.ran = True
         for thread in threads:
             thread.start()
         total = None

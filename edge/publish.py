@@ -29,6 +29,11 @@ class PublishError(Exception):
     """The publishing socket cannot be set up."""
 
 
+def new_run_id() -> str:
+    """A run's identity: new at every start, so subscribers see a restart."""
+    return uuid.uuid4().hex[:12]
+
+
 def topic(kind: str, station: str) -> bytes:
     return f"{kind}/{station}".encode()
 
@@ -43,9 +48,11 @@ class VerdictPublisher:
         high_water_mark: int = 10000,
         linger_ms: int = 1000,
         curve: CurveServer | None = None,
+        run_id: str | None = None,
     ) -> None:
+        """``run_id``: shared by the cameras of one station process (default: a new one)."""
         self.endpoint, self.station = endpoint, station
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = run_id or new_run_id()
         self.seq = 0
         self.subscribers = 0
         self._context = zmq.Context.instance()

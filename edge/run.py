@@ -2,13 +2,24 @@
 
 Everything that can be wrong with the set-up is found before the camera or the GPU is touched, in this order:
 settings, artefact and sidecar, thresholds, the publishing port, the source; then the engine is activated.
+
+A station of several cameras (``--camera`` once per camera) runs one line per camera, each a station of its own
+(``STATION/cam1``, ``STATION/cam2``, …: its own ``seq``, counters, heartbeats, reconnects and triggers, on the
+given endpoints and ports plus the camera's index: :func:`camera_config`), and one engine for them all: a
+shared inference stage fills its batches across cameras. A camera lost does not stop the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+import queue
+import re
 import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +31,13 @@ from edge.engines import EngineError, open_engine
 from edge.judge import ThresholdError, Thresholds
 from edge.metrics import MetricsError, StationMetrics
 from edge.pipeline import Pipeline, PipelineOptions
-from edge.publish import PublishError, VerdictPublisher
+from edge.publish import PublishError, VerdictPublisher, new_run_id
 from edge.recipes import RecipeBook, RecipeError
 from edge.security import CurveServer
 from edge.sinks import JsonlSink, RejectStore
 from edge.snapshot import SnapshotError, SnapshotServer
 from edge.sources import SourceError, open_source
+from edge.stages import End, Inference
 from edge.systemd import notify
 
 log = logging.getLogger(__name__)
@@ -35,10 +47,43 @@ class RunError(Exception):
     """The station cannot start; the message says why."""
 
 
+def offset_endpoint(endpoint: str, index: int) -> str:
+    """The endpoint of camera ``index`` (0: ``endpoint`` itself): a TCP port plus ``index``, an IPC path with
+    ``-camN``."""
+    if index == 0:
+        return endpoint
+    match = re.fullmatch(r"(.*:)?(\d+)", endpoint)  # tcp://HOST:PORT, HOST:PORT or PORT
+    if match:
+        return f"{match.group(1) or ''}{int(match.group(2)) + index}"
+    return f"{endpoint}-cam{index + 1}"
+
+
+def camera_config(config: StationConfig, index: int) -> StationConfig:
+    """Camera ``index``'s own station settings in a station of several cameras: its URI, the name
+    ``STATION/camN``, the publish, control and snapshot endpoints and the metrics port plus ``index``, the
+    JSON-lines file ``NAME-camN.EXT`` and the reject records in ``REJECTS/camN`` (standard output is shared)."""
+    n = index + 1
+    jsonl = config.jsonl
+    if jsonl and jsonl != "-":
+        path = Path(jsonl)
+        jsonl = str(path.with_name(f"{path.stem}-cam{n}{path.suffix}"))
+    moved = {key: getattr(config, key) for key in ("control", "snapshot", "metrics")}
+    return dataclasses.replace(
+        config,
+        camera=(config.camera[index],),
+        station=f"{config.station}/cam{n}",
+        publish=offset_endpoint(config.publish, index),
+        jsonl=jsonl,
+        rejects=str(Path(config.rejects) / f"cam{n}") if config.rejects else None,
+        **{key: offset_endpoint(value, index) if value else value for key, value in moved.items()},
+    )
+
+
 def run_station(config: StationConfig) -> int:
-    """Run until the source ends or SIGINT/SIGTERM; returns the exit status: 0 after a clean drain, 1 when a stage
+    """Run until the sources end or SIGINT/SIGTERM; returns the exit status: 0 after a clean drain, 1 when a stage
     failed for good (the final status and the log say which and why: systemd's ``Restart=on-failure`` restarts
-    the station) or a finite source ended with every frame an error (nothing was inspected)."""
+    the station) or a finite source ended with every frame an error (nothing was inspected); with several
+    cameras, the highest of their lines'."""
     book, recipe_camera = None, {}
     try:
         if config.recipes:
@@ -47,24 +92,115 @@ def run_station(config: StationConfig) -> int:
         else:
             engine = open_engine(Path(config.engine), **config.engine_settings())
             thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
-        frame = engine.frame
-        camera = {"width": frame.width, "height": frame.height, **config.camera_settings(), **recipe_camera}
-        source = open_source(config.camera, frame.pixel_format, camera)
-    except (EngineError, ThresholdError, SourceError, RecipeError) as exc:
+    except (EngineError, ThresholdError, RecipeError) as exc:
         raise RunError(str(exc)) from exc
     max_batch = min(config.max_batch or engine.frame.max_batch, engine.frame.max_batch)
+    line = functools.partial(_run_line, engine=engine, thresholds=thresholds, book=book, recipe_camera=recipe_camera)
+    if len(config.camera) == 1:
+        pipelines: list[Pipeline] = []
+        try:
+            return line(config, max_batch=max_batch, started=pipelines.append, warm=True)
+        finally:
+            for pipeline in pipelines:
+                pipeline.release_recipes()
+            engine.deactivate()
+    return _run_cameras(config, engine, max_batch, line)
+
+
+def _run_cameras(config: StationConfig, engine, max_batch: int, line: Callable[..., int]) -> int:
+    """One line per camera on threads, one shared inference stage; the exit status is the highest of theirs."""
+    configs = [camera_config(config, i) for i in range(len(config.camera))]
+    inference = Inference(
+        queue.Queue(maxsize=config.queue_size * len(configs)), max_batch, config.batch_timeout_ms, len(configs)
+    )
+    try:
+        engine.activate()
+        engine.infer(np.zeros((max_batch, *engine.frame.frame_shape()), np.uint8))  # warm-up, and proof it runs
+    except EngineError as exc:
+        engine.deactivate()
+        raise RunError(str(exc)) from exc
+    pipelines: dict[int, Pipeline] = {}
+    results: dict[int, int | str] = {}
+    run_id = new_run_id()  # one run of the station: every camera's messages carry it
+
+    def serve(index: int) -> None:
+        def started(pipeline: Pipeline) -> None:
+            pipelines[index] = pipeline
+
+        try:
+            results[index] = line(
+                configs[index], max_batch=max_batch, started=started, inference=inference, run_id=run_id
+            )
+        except Exception as exc:  # this camera's line could not start: the others go on
+            results[index] = str(exc)
+            if index not in pipelines or not pipelines[index].ran:
+                inference.inbox.put(End(0, queue.Queue()))  # the shared stage waits for no frames of it
+        if results[index] == 1:  # a line failed for good: the station stops, to be restarted whole
+            stop_all()
+
+    threads = [threading.Thread(target=serve, args=(i,), name=f"line{i + 1}") for i in range(len(configs))]
+    threading.Thread(target=inference.run, name="infer", daemon=True).start()
+
+    def stop_all(*_) -> None:
+        for pipeline in list(pipelines.values()):
+            pipeline.stop.set()
+
+    previous = {s: signal.signal(s, stop_all) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for pipeline in pipelines.values():
+            pipeline.release_recipes()
+        engine.deactivate()
+    failed = {configs[i].station: why for i, why in results.items() if isinstance(why, str)}
+    for station, why in failed.items():
+        log.error("%s did not run: %s", station, why)
+    if len(failed) == len(configs):
+        raise RunError(f"no camera's line could start: {next(iter(failed.values()))}")
+    return max(1 if isinstance(code, str) else code for code in results.values())
+
+
+def _run_line(
+    config: StationConfig,
+    *,
+    engine,
+    thresholds: Thresholds,
+    book: RecipeBook | None,
+    recipe_camera: dict,
+    max_batch: int,
+    started: Callable[[Pipeline], None],
+    warm: bool = False,
+    inference: Inference | None = None,
+    run_id: str | None = None,
+) -> int:
+    """One camera's line, from its source to its final status; ``started(pipeline)`` before it runs. ``warm``:
+    activate and warm the engine here (one camera); else the caller has, and ``inference`` is shared. The
+    engine and the recipes are the caller's to release."""
+    frame = engine.frame
+    camera = {"width": frame.width, "height": frame.height, **config.camera_settings(), **recipe_camera}
+    try:
+        source = open_source(config.camera[0], frame.pixel_format, camera)
+    except SourceError as exc:
+        raise RunError(str(exc)) from exc
     curve = None
     if config.curve_secret:
         control_allow = Path(config.control_allow) if config.control_allow else None
         curve = CurveServer(Path(config.curve_secret), Path(config.curve_allow), control_allow)
     try:
-        publisher = VerdictPublisher(config.publish, config.station, linger_ms=config.linger_ms, curve=curve)
+        publisher = VerdictPublisher(
+            config.publish, config.station, linger_ms=config.linger_ms, curve=curve, run_id=run_id
+        )
     except PublishError as exc:
         if curve is not None:
             curve.stop()
         raise RunError(str(exc)) from exc
     sinks: list = []
-    control = pipeline = None
+    control = None
     try:
         try:
             if config.jsonl:
@@ -83,11 +219,12 @@ def run_station(config: StationConfig) -> int:
                 raise
             # A camera absent at start is the same as one lost: the station runs, says camera_lost, and retries.
             log.warning("%s; starting without it and retrying", exc)
-        engine.activate()
-        engine.infer(np.zeros((max_batch, *engine.frame.frame_shape()), np.uint8))  # warm-up, and proof it runs
+        if warm:
+            engine.activate()
+            engine.infer(np.zeros((max_batch, *engine.frame.frame_shape()), np.uint8))  # warm-up, and proof it runs
         options = PipelineOptions(
             station=config.station,
-            camera=config.camera,
+            camera=config.camera[0],
             max_batch=max_batch,
             batch_timeout_ms=config.batch_timeout_ms,
             queue_size=config.queue_size,
@@ -98,7 +235,10 @@ def run_station(config: StationConfig) -> int:
             stall_s=config.stall_s,
         )
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration, engine.sidecar.score)
-        pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift, book, config.recipe)
+        pipeline = Pipeline(
+            source, engine, publisher, thresholds, options, sinks, drift, book, config.recipe, inference
+        )
+        started(pipeline)
         if config.snapshot:
             sinks.append(SnapshotServer(config.snapshot, pipeline.status, curve=curve))
             pipeline.add_sink(sinks[-1])
@@ -114,7 +254,7 @@ def run_station(config: StationConfig) -> int:
             engine.path.name,
             engine.backend,
             engine.sidecar.precision,
-            config.camera,
+            config.camera[0],
             thresholds.score,
             thresholds.origin,
             config.publish,
@@ -124,15 +264,17 @@ def run_station(config: StationConfig) -> int:
             publisher.wait_subscribers(waiting, config.wait_timeout)
         # The service watchdog is fed while the station makes progress; a stuck stage stops feeding it.
         pipeline.on_heartbeat = lambda health: None if pipeline.stuck() else notify("WATCHDOG=1")
-        notify(f"READY=1\nSTATUS={config.station}: {engine.path.name} on {config.camera}")
-        previous = {s: signal.signal(s, lambda *_: pipeline.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-        started = time.perf_counter()
+        notify(f"READY=1\nSTATUS={config.station}: {engine.path.name} on {config.camera[0]}")
+        previous = {}
+        if warm:  # one camera: this is the main thread
+            previous = {s: signal.signal(s, lambda *_: pipeline.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        begun = time.perf_counter()
         try:
             counters = pipeline.run()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - begun
         notify("STOPPING=1")
         summary = {**counters.to_dict(), "seconds": round(seconds, 2), "latency_ms": pipeline.latency_summary()}
         final = {"state": "stopped", "final": True, "health": pipeline.health, "counters": summary}
@@ -168,9 +310,6 @@ def run_station(config: StationConfig) -> int:
             control.close()
         for sink in sinks:
             sink.close()
-        if pipeline is not None:
-            pipeline.release_recipes()
-        engine.deactivate()
         source.close()
         publisher.close(config.linger_ms)
         if curve is not None:

@@ -38,11 +38,14 @@ def add_flags(
         kind = spec.type.split(" | ")[0] if isinstance(spec.type, str) else spec.type.__name__
         default = None if spec.default is dataclasses.MISSING else spec.default
         text = meta.get("help", "")
-        if default not in (None, "", False):
+        if default not in (None, "", False, ()):
             text += f" (default {default})"
         flag = f"--{key.replace('_', '-')}"
         if kind == "bool":
             target.add_argument(flag, dest=key, action="store_true", default=None, help=text)
+            continue
+        if kind == "tuple[str, ...]":  # a flag given once per value
+            target.add_argument(flag, dest=key, action="append", default=None, help=text)
             continue
         choices = meta.get("choices")
         target.add_argument(

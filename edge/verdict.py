@@ -4,6 +4,7 @@ carries) made from a :class:`Job`, and the :class:`Counters` its heartbeats carr
 
 from __future__ import annotations
 
+import queue
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Job:
     detail: str = ""
     record: bytes = b""  # the verdict as published, JSON (serialised once, for the JSON-lines record)
     recipe: Recipe | None = None  # what judges it: engine, thresholds, model (set at capture)
+    outbox: queue.Queue | None = None  # its line's publishing queue, where inference hands it back
 
 
 def verdict_message(

@@ -4,7 +4,8 @@ reads go wrong on chosen reads, and ``edge-run`` with them put in place of its e
 ``python -m tests.fault_parts '{"engine": {...}, "source": {...}}' EDGE-RUN-FLAGS...`` runs the real ``edge-run``
 (``edge.cli.run_main``) in this process with the faults given as JSON: ``engine`` maps call numbers (0: the
 warm-up edge-run makes before the first frame) to a fault of :data:`ENGINE_FAULTS`, ``source`` maps read numbers
-to one of :data:`SOURCE_FAULTS`, ``slow_s`` is how long a ``slow`` call takes.
+to one of :data:`SOURCE_FAULTS` (of the camera ``camera`` only, where given: a multi-camera station), ``slow_s``
+is how long a ``slow`` call takes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from edge.engines import Engine
 from edge.sources import CameraLost, Frame, Source, open_source
 
 ENGINE_FAULTS = ("short", "misshapen", "dtype", "nan", "raise", "slow", "hang")
-SOURCE_FAULTS = ("raise", "stall", "malformed", "duplicate", "backwards", "lost")
+SOURCE_FAULTS = ("raise", "stall", "malformed", "duplicate", "backwards", "lost", "unplug")
 
 
 class FaultyOutputs(Engine):
@@ -74,9 +75,10 @@ class MalformedPixels:
 
 class FaultySource(Source):
     """A real folder source whose reads go wrong on the reads named in ``faults`` (read number → fault): ``raise``
-    (an exception no source is expected to raise), ``stall`` (the read blocks, ignoring its timeout, until
-    :attr:`release`), ``malformed`` (pixels that are no array), ``duplicate`` / ``backwards`` (the previous frame's
-    id again / an id lower than it), ``lost`` (``CameraLost``, then the camera answers again)."""
+        (an exception no source is expected to raise), ``stall`` (the read blocks, ignoring its timeout, until
+        :attr:`release`), ``malformed`` (pixels that are no array), ``duplicate`` / ``backwards`` (the previous frame's
+        id again / an id lower than it), ``lost`` (``CameraLost``, then the camera answers again), ``unplug`` (a Basler
+    camera's pylon device destroyed under the grab, as a pulled cable leaves it; then the source's own reconnect)."""
 
     def __init__(self, inner: Source, faults: dict[int, str]) -> None:
         unknown = set(faults.values()) - set(SOURCE_FAULTS)
@@ -86,6 +88,7 @@ class FaultySource(Source):
         self.uri, self.finite, self.live = inner.uri, inner.finite, inner.live
         self.release = threading.Event()
         self.reconnects = 0
+        self.unplugged = False
 
     def open(self) -> None:
         self.inner.open()
@@ -95,6 +98,8 @@ class FaultySource(Source):
 
     def reconnect(self) -> None:
         self.reconnects += 1
+        if self.unplugged:
+            self.inner.reconnect()
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         fault, self.reads = self.faults.get(self.reads), self.reads + 1
@@ -104,6 +109,9 @@ class FaultySource(Source):
             self.release.wait()
         if fault == "lost":
             raise CameraLost("injected: the camera is gone")
+        if fault == "unplug":
+            self.unplugged = True
+            self.inner._camera.DestroyDevice()
         frame = self.inner.read(timeout)
         if frame is None:
             return None
@@ -129,7 +137,8 @@ def run_station_with_faults(spec: dict, argv: list[str]) -> int:
         return FaultyOutputs(open_engine(path, **settings), engine_faults, spec.get("slow_s", 1.0))
 
     def faulty_source(uri: str, pixel_format: str, camera: dict | None = None) -> Source:
-        return FaultySource(open_source(uri, pixel_format, camera), source_faults)
+        source = open_source(uri, pixel_format, camera)
+        return FaultySource(source, source_faults) if spec.get("camera", uri) == uri else source
 
     edge.run.open_engine, edge.run.open_source = faulty_engine, faulty_source
     return run_main(argv)

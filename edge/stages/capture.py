@@ -97,7 +97,7 @@ class Capture:
                 if frame is None:
                     break
                 self._switch_if_due(frame)
-                job = self.ledger.enter(frame, self.recipe)
+                job = self.ledger.enter(frame, self.recipe, self.to_publishing)
                 if job is None:
                     break
                 self.watchdog.frame_arrived(job.t_queued)
@@ -105,7 +105,7 @@ class Capture:
         except Exception as exc:  # anything else from the source: the run ends non-zero, never silently
             self.fail("capture_failed", f"{type(exc).__name__}: {str(exc)[:200]}")
         finally:
-            self.to_inference.put(End(self.ledger.captured))
+            self.to_inference.put(End(self.ledger.captured, self.to_publishing))
 
     def arm(self, recipe: Recipe, at_frame: int | None = None) -> Recipe | None:
         """Switch to ``recipe`` from the next frame read, or from the first whose id reaches ``at_frame``; returns

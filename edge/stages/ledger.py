@@ -3,6 +3,7 @@ settled when its verdict is published; the run ends only when every counted fram
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -21,13 +22,14 @@ class Ledger:
         self._lock = threading.Lock()
         self._closed = False
 
-    def enter(self, frame: Frame, recipe: Recipe) -> Job | None:
-        """Count ``frame`` and open its job under ``recipe``; None once the ledger is closed (a stuck run's end)."""
+    def enter(self, frame: Frame, recipe: Recipe, outbox: queue.Queue) -> Job | None:
+        """Count ``frame`` and open its job under ``recipe``, to come back to ``outbox`` (its line's publishing
+        queue); None once the ledger is closed (a stuck run's end)."""
         with self._lock:
             if self._closed:
                 return None
             recipe.enter()
-            job = Job(self.captured, frame, t_queued=time.perf_counter(), recipe=recipe)
+            job = Job(self.captured, frame, t_queued=time.perf_counter(), recipe=recipe, outbox=outbox)
             self._open[job.index] = job
             self.captured += 1
             self.counters.count_frame(frame)
