@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.soak import free_endpoint
 from edge.bench import machine
 from edge.client import VerdictSubscriber
-from edge.run import offset_endpoint
+from edge.run import PORT_STEP, offset_endpoint
 
 ENTRY = "import sys; from edge.cli import run_main; sys.exit(run_main(sys.argv[1:]))"
 
@@ -53,7 +53,7 @@ def station_command(args, cameras: list[int], endpoint: str) -> list[str]:
 
 
 def free_block(count: int) -> str:
-    """An endpoint whose port and the ``count - 1`` after it are free."""
+    """An endpoint whose port and those of the ``count - 1`` cameras after it are free."""
     import socket
 
     while True:
@@ -64,7 +64,7 @@ def free_block(count: int) -> str:
             for i in range(count):
                 probe = socket.socket()
                 probes.append(probe)
-                probe.bind(("127.0.0.1", port + i))
+                probe.bind(("127.0.0.1", port + PORT_STEP * i))
             return endpoint
         except OSError:
             continue

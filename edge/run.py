@@ -5,7 +5,7 @@ settings, artefact and sidecar, thresholds, the publishing port, the source; the
 
 A station of several cameras (``--camera`` once per camera) runs one line per camera, each a station of its own
 (``STATION/cam1``, ``STATION/cam2``, …: its own ``seq``, counters, heartbeats, reconnects and triggers, on the
-given endpoints and ports plus the camera's index: :func:`camera_config`), and one engine for them all: a
+given endpoints and ports plus 10 per camera: :func:`camera_config`), and one engine for them all: a
 shared inference stage fills its batches across cameras. A camera lost does not stop the others.
 """
 
@@ -47,20 +47,24 @@ class RunError(Exception):
     """The station cannot start; the message says why."""
 
 
+PORT_STEP = 10  # camera N's ports: the given ones plus 10·(N−1), clear of the station's neighbouring ports
+
+
 def offset_endpoint(endpoint: str, index: int) -> str:
-    """The endpoint of camera ``index`` (0: ``endpoint`` itself): a TCP port plus ``index``, an IPC path with
-    ``-camN``."""
+    """The endpoint of camera ``index`` (0: ``endpoint`` itself): a TCP port plus ``PORT_STEP·index``, an IPC
+    path with ``-camN``."""
     if index == 0:
         return endpoint
     match = re.fullmatch(r"(.*:)?(\d+)", endpoint)  # tcp://HOST:PORT, HOST:PORT or PORT
     if match:
-        return f"{match.group(1) or ''}{int(match.group(2)) + index}"
+        return f"{match.group(1) or ''}{int(match.group(2)) + PORT_STEP * index}"
     return f"{endpoint}-cam{index + 1}"
 
 
 def camera_config(config: StationConfig, index: int) -> StationConfig:
     """Camera ``index``'s own station settings in a station of several cameras: its URI, the name
-    ``STATION/camN``, the publish, control and snapshot endpoints and the metrics port plus ``index``, the
+    ``STATION/camN``, the publish, control and snapshot endpoints and the metrics port moved by
+    :data:`PORT_STEP` per camera, the
     JSON-lines file ``NAME-camN.EXT`` and the reject records in ``REJECTS/camN`` (standard output is shared)."""
     n = index + 1
     jsonl = config.jsonl

@@ -1,6 +1,6 @@
 """A station of several cameras on one engine: ``edge-run --camera basler0 --camera basler1 …`` with pylon's
 emulator offering four cameras, one of them unplugged mid-run (its pylon device destroyed under the grab). Each
-camera is its own station (``NAME/camN`` on the endpoint's port plus its index); one shared engine fills batches
+camera is its own station (``NAME/camN`` on the endpoint's port plus 10 per camera); one shared engine fills batches
 across them."""
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def test_each_camera_is_a_station_of_its_own_on_the_ports_that_follow() -> None:
     )  # fmt: skip
     assert config.camera == ("basler0", "basler1")
     second = camera_config(config, 1)
-    assert (second.camera, second.station, second.publish) == (("basler1",), "line3/cam2", "tcp://*:5557")
-    assert (second.control, second.metrics, second.jsonl) == ("tcp://127.0.0.1:5601", "9101", "/var/log/v-cam2.jsonl")
+    assert (second.camera, second.station, second.publish) == (("basler1",), "line3/cam2", "tcp://*:5566")
+    assert (second.control, second.metrics, second.jsonl) == ("tcp://127.0.0.1:5610", "9110", "/var/log/v-cam2.jsonl")
     assert second.rejects == "/r/cam2" and offset_endpoint("ipc:///run/edge", 2) == "ipc:///run/edge-cam3"
     assert StationConfig.load(None, {"engine": "m.onnx", "camera": "basler0"}).camera == ("basler0",)
 
@@ -50,10 +50,7 @@ def test_four_emulated_cameras_share_one_engine_and_one_unplugged_costs_the_othe
     for path in sorted(part_folder.glob("0[0-4]*.png"))[:4]:
         shutil.copy(path, images / path.name)
     endpoint = free_endpoint()
-    while True:  # four free ports in a row
-        port = int(endpoint.rsplit(":", 1)[1])
-        if port + CAMERAS < 65536:
-            break
+    while int(endpoint.rsplit(":", 1)[1]) + 10 * CAMERAS >= 65536:  # room for the cameras' ports
         endpoint = free_endpoint()
     spec = {"camera": "basler1", "source": {"10": "unplug"}}
     command = [
