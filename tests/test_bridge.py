@@ -60,14 +60,16 @@ def wait_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> No
 
 
 @contextlib.contextmanager
-def bridge(*args: str, wait_for: int) -> Iterator[subprocess.Popen]:
-    """``edge-bridge`` with these arguments, once ``wait_for`` (a port) accepts connections; stopped with SIGTERM."""
+def bridge(*args: str, wait_for: int | tuple[int, ...]) -> Iterator[subprocess.Popen]:
+    """``edge-bridge`` with these arguments, once ``wait_for`` (a port, or each of several: the outputs start one
+    after the other) accepts connections; stopped with SIGTERM."""
     process = subprocess.Popen([*BRIDGE, *args], stderr=subprocess.PIPE, text=True)
     log: list[str] = []
     reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
     reader.start()
     try:
-        wait_port(wait_for, process)
+        for port in (wait_for,) if isinstance(wait_for, int) else wait_for:
+            wait_port(port, process)
         yield process
     finally:
         process.terminate()
@@ -163,7 +165,7 @@ def test_a_station_run_reaches_an_opcua_client_and_a_plc_every_verdict_in_order(
     endpoint, url = f"tcp://127.0.0.1:{ports[0]}", f"opc.tcp://127.0.0.1:{ports[1]}/edge/"
     jsonl = tmp_path / "station.jsonl"
     args = ["--station", f"line={endpoint}", "--opcua", url, "--modbus", f"127.0.0.1:{ports[2]}"]
-    with bridge(*args, "--metrics", f"127.0.0.1:{ports[3]}", wait_for=ports[2]):
+    with bridge(*args, "--metrics", f"127.0.0.1:{ports[3]}", wait_for=(ports[1], ports[2])):
 
         async def main() -> tuple:
             opcua, plc, stop = OpcuaProbe(url, "line"), ModbusPlc("127.0.0.1", ports[2]), asyncio.Event()
@@ -328,7 +330,7 @@ def test_malformed_messages_are_skipped_and_a_silent_station_goes_offline_within
         with bridge(
             *("--station", f"line={endpoint}", "--opcua", url, "--modbus", f"127.0.0.1:{ports[2]}"),
             *("--metrics", f"127.0.0.1:{ports[3]}"),
-            wait_for=ports[2],
+            wait_for=(ports[1], ports[2]),
         ):
             assert station.publisher.wait_subscribers(1, 30)
             seen = asyncio.run(_malformed_then_silent(station, url, ports[2]))
@@ -404,11 +406,11 @@ def test_a_restarted_bridge_resumes_from_the_snapshot_without_repeating_or_inven
     args = ["--station", f"line={endpoint}", "--snapshot", f"line={snapshot}", "--opcua", url]
     args += ["--modbus", f"127.0.0.1:{ports[3]}"]
     try:
-        with bridge(*args, wait_for=ports[3]):
+        with bridge(*args, wait_for=(ports[2], ports[3])):
             assert station.publisher.wait_subscribers(1, 30)
             first = asyncio.run(_follow(station, url, ports[3], 20, first=0))
         asyncio.run(publish(station, 10, rate=100, first=20))  # while no bridge runs
-        with bridge(*args, wait_for=ports[3]):
+        with bridge(*args, wait_for=(ports[2], ports[3])):
             assert station.publisher.wait_subscribers(1, 30)
             station.heartbeat()  # the stream flows: the bridge asks the snapshot
             second = asyncio.run(_follow(station, url, ports[3], 5, first=30, resumed=29))
