@@ -6,7 +6,8 @@
 #   2. FP16 on the GPU: the CUDA-graph tests, then each MemSeg checkpoint exported as an FP16 .pt2 through the
 #      fidelity gate (verdicts, scores and AUROC against its FP32 checkpoint);
 #   3. latency: benchmarks.compare (the authors' way against the folded graph, FP32/FP16 with CUDA graphs) and
-#      edge-bench on the FP16 .pt2 at batch 1 and 16, engine and frame received -> verdict sent.
+#      edge-bench on the FP16 .pt2 at batch 1 and 16, engine and frame received -> verdict sent;
+#   4. four emulated cameras on that .pt2 in one process (batches across cameras) against one process each.
 # Every step has a deadline and goes on after a failure; results land in $RESULTS (default runs/gpu-check).
 #
 #   bash scripts/gpu_check.sh                     # on the GPU machine, from the repository root
@@ -27,7 +28,7 @@ fi
 DEVICE=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 shopt -s nullglob
 mkdir -p "$RESULTS"
-rm -rf "${WORK:?}"/{brick,grass,gravel,models,logs,compare,bench} "$RESULTS/summary.txt"
+rm -rf "${WORK:?}"/{brick,grass,gravel,models,logs,compare,bench,camera,cameras} "$RESULTS/summary.txt"
 mkdir -p "$WORK/logs"
 started=$(date +%s)
 say() { echo "[$(($(date +%s) - started)) s] $*" | tee -a "$RESULTS/summary.txt"; }
@@ -133,7 +134,18 @@ if [[ -f "$WORK/models/timing-fp16.pt2" ]]; then
 fi
 cat "$WORK/bench/bench.md" >>"$RESULTS/summary.txt" 2>/dev/null
 
+# 4. several cameras (pylon's emulator) on the timing .pt2: one process batching across cameras against one each
+if [[ -f "$WORK/models/timing-fp16.pt2" ]] && python3 -c "import pypylon" 2>/dev/null; then
+    mkdir -p "$WORK/camera"
+    python3 -c "import cv2, glob, sys; [cv2.imwrite(f'{sys.argv[2]}/{i:03d}.png', cv2.resize(cv2.imread(p), (int(sys.argv[1]),) * 2)) for i, p in enumerate(sorted(glob.glob(sys.argv[3] + '/test/*/*.png'))[:8])]" \
+        $FRAME "$WORK/camera" "$WORK/brick"
+    timeout 150 python3 -m benchmarks.cameras --engine "$WORK/models/timing-fp16.pt2" --images "$WORK/camera" \
+        --threshold 0.5 --cameras 1,2,4 --fps 60 --frames 300 --out "$WORK/cameras" >"$WORK/logs/cameras.log" 2>&1
+    say "cameras: exit $?"
+    cat "$WORK/cameras/cameras.md" >>"$RESULTS/summary.txt" 2>/dev/null
+fi
+
 # shellcheck disable=SC2046
-tar -czf "$RESULTS/logs.tgz" -C "$WORK" $(cd "$WORK" && ls -d logs compare bench 2>/dev/null) \
+tar -czf "$RESULTS/logs.tgz" -C "$WORK" $(cd "$WORK" && ls -d logs compare bench cameras 2>/dev/null) \
     $(cd "$WORK" && find models -name "*.png" -o -name "*.json")
 say "done"
