@@ -21,6 +21,8 @@ LINE_TESTS=(
     tests/test_faults.py
     tests/test_registries.py
     tests/test_settings.py
+    tests/test_recipes.py
+    tests/test_cameras.py
 )
 
 if ! PYENV_VERSION=3.10.13 python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then
