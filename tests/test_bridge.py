@@ -204,6 +204,7 @@ def test_a_station_run_reaches_an_opcua_client_and_a_plc_every_verdict_in_order(
     kinds = {kind: sum(v["verdict"] == kind for v in station) for kind in ("pass", "fail", "error")}
     assert [counters[name] for name in ("Passed", "Failed", "Errors")] == [kinds[k] for k in ("pass", "fail", "error")]
     assert counters["Missed"] == 0 and counters["State"] == "offline"  # the run's final status ends it
+    assert counters["Recipe"] == ""  # a station with one engine has no recipe
     assert metrics['edge_bridge_messages_total{kind="verdict",station="line"}'] == 100
     assert metrics['edge_bridge_clients{protocol="opcua"}'] == metrics['edge_bridge_clients{protocol="modbus"}'] == 1
     assert all(r.written_ns >= r.published_ns for r in received)

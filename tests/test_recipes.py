@@ -167,6 +167,19 @@ def test_a_switch_at_a_part_boundary_starts_at_that_frame_id(recipes: Path, part
     assert all((v["recipe"] == "B") == (v["frame_id"] >= boundary["at"]) for v in verdicts)
 
 
+def test_the_bridge_shows_the_recipe_in_force_from_heartbeats_and_status() -> None:
+    from edge.bridge.station import Received, StationView
+
+    view = StationView("line")
+    recipe = {"name": "B", "model": "sha256:" + "0" * 64, "engine": "b.onnx"}
+    view.apply(Received("heartbeat", {"run_id": "r", "health": "ok", "counters": None, "recipe": recipe}))
+    assert view.recipe == "B"
+    view.apply(Received("status", {"run_id": "r", "health": "ok", "recipe": {**recipe, "name": "A", "from_frame": 7}}))
+    assert view.recipe == "A"
+    view.apply(Received("heartbeat", {"run_id": "r", "health": "ok", "recipe": {**recipe, "name": None}}))
+    assert view.recipe == ""
+
+
 def test_recipe_files_and_settings_are_checked_with_one_line_each(recipes: Path, tmp_path: Path) -> None:
     book = RecipeBook(recipes)
     assert book.names() == ["A", "B", "broken", "damaged", "small"]

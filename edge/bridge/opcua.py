@@ -21,6 +21,7 @@ Errors       UInt64
 Missed       UInt64    … and verdicts of this run the bridge never received (gaps in seq)
 State        String    running, degraded, stalled or offline (from the station's heartbeat)
 Health       String    the station's own health word (ok, degraded, camera_lost, paused, engine_error)
+Recipe       String    the recipe in force (``edge-run --recipes``; "" for a station with one engine)
 ===========  ========  ==================================================================================
 
 The values of one verdict are written together, with the station's publish time as their SourceTimestamp and
@@ -75,7 +76,7 @@ VERDICT_VARIABLES = (
     ("TimeCapture", "DateTime"),
 )
 COUNTER_VARIABLES = (("Passed", "UInt64"), ("Failed", "UInt64"), ("Errors", "UInt64"), ("Missed", "UInt64"))
-STATE_VARIABLES = (("State", "String"), ("Health", "String"))
+STATE_VARIABLES = (("State", "String"), ("Health", "String"), ("Recipe", "String"))
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 INITIAL = {"UInt64": 0, "Int64": 0, "String": "", "Double": math.nan, "DateTime": EPOCH}
 
@@ -284,6 +285,7 @@ class OpcuaOutput:
         nodes, good = self._nodes[view.name], ua.StatusCode(ua.StatusCodes.Good)
         await self._write(nodes["State"], "String", view.state, good, None)
         await self._write(nodes["Health"], "String", view.health, good, None)
+        await self._write(nodes["Recipe"], "String", view.recipe, good, None)
 
     def clients(self) -> int:
         """Connected OPC UA clients."""

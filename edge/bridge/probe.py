@@ -161,7 +161,7 @@ class OpcuaProbe:
 
     async def read(self) -> dict:
         """Counters and state as they are now."""
-        names = ("Passed", "Failed", "Errors", "Missed", "State")
+        names = ("Passed", "Failed", "Errors", "Missed", "State", "Recipe")
         values = await self.client.read_values([self.nodes[name] for name in names])
         return dict(zip(names, values, strict=True))
 

@@ -59,6 +59,7 @@ class StationView:
     last: dict | None = None  # the last verdict
     current: bool = False  # False while offline and until the next verdict: the last verdict is not current
     received_ns: int = 0  # when the bridge received the last verdict (time.time_ns)
+    recipe: str = ""  # the recipe in force, from heartbeats and status ("" for a station with one engine)
 
     def apply(self, event) -> str | None:
         """Take in one event; returns ``"verdict"`` (a new verdict), ``"status"`` (state or counters) or None."""
@@ -85,6 +86,9 @@ class StationView:
                 self.state = "running"
             return "verdict"
         self._set_counters(payload.get("counters"))
+        recipe = payload.get("recipe")
+        if isinstance(recipe, dict) and isinstance(recipe.get("name"), str | None):
+            self.recipe = recipe["name"] or ""
         if event.kind == "status" and payload.get("final"):
             return self._offline()
         self._set_health(payload.get("health"))
