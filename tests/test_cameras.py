@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from edge.bridge.config import parse_station_flag
 from edge.client import VerdictSubscriber
-from edge.config import StationConfig
+from edge.config import ConfigError, StationConfig
 from edge.run import camera_config, offset_endpoint
 from tests.test_faults import ROOT, assert_one_verdict_per_frame
 from tests.test_runtime import free_endpoint
@@ -39,6 +40,10 @@ def test_each_camera_is_a_station_of_its_own_on_the_ports_that_follow() -> None:
     assert (second.control, second.metrics, second.jsonl) == ("tcp://127.0.0.1:5610", "9110", "/var/log/v-cam2.jsonl")
     assert second.rejects == "/r/cam2" and offset_endpoint("ipc:///run/edge", 2) == "ipc:///run/edge-cam3"
     assert StationConfig.load(None, {"engine": "m.onnx", "camera": "basler0"}).camera == ("basler0",)
+    # the bridge follows each camera by its station name
+    assert parse_station_flag("line3/cam2=tcp://10.0.0.5:5566").name == "line3/cam2"
+    with pytest.raises(ConfigError, match="parts joined by '/'"):
+        parse_station_flag("line3//cam2=tcp://10.0.0.5:5566")
 
 
 def test_four_emulated_cameras_share_one_engine_and_one_unplugged_costs_the_others_nothing(

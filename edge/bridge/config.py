@@ -144,8 +144,11 @@ def _station(entry, where: str) -> StationLink:
 
 def check_station(station: StationLink, where: str = "") -> None:
     """Name, endpoints and CURVE keys of one station; ConfigError naming the problem."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", station.name):
-        raise ConfigError(f"station name {station.name!r}{where}: letters, digits, '.', '_' and '-' only")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", station.name):
+        raise ConfigError(
+            f"station name {station.name!r}{where}: letters, digits, '.', '_' and '-', parts joined by '/' "
+            "(a multi-camera station's cameras are NAME/cam1, NAME/cam2, …)"
+        )
     for key in ("verdicts", "snapshot"):
         endpoint = getattr(station, key)
         if (endpoint is not None or key == "verdicts") and not re.fullmatch(r"(tcp://.+:\d+|ipc://.+)", endpoint or ""):
