@@ -244,3 +244,64 @@ def test_edge_run_with_recipes_switches_on_edge_control_and_refuses_an_unknown_o
     start = recipe_switches(messages)[0][0]
     assert all(v["recipe"] == ("B" if v["frame_id"] >= start else "A") for v in verdicts)
     assert {v["recipe"] for v in verdicts} == {"A", "B"}
+
+
+def test_an_opcua_client_switches_the_recipe_through_the_bridge(
+    recipes: Path, part_folder: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("asyncua", reason="the bridge extra is not installed")
+    import asyncio
+
+    from edge.bridge.probe import OpcuaProbe
+    from tests.test_bridge import bridge, free_port
+
+    ports = [free_port() for _ in range(3)]
+    endpoint, control = f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}"
+    url = f"opc.tcp://127.0.0.1:{ports[2]}/edge/"
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for path in sorted(part_folder.glob("0*.png"))[:8]:
+        shutil.copy(path, folder / path.name)
+    station = subprocess.Popen(
+        [
+            *cli("run_main"),
+            "--recipes",
+            str(recipes),
+            "--recipe",
+            "A",
+            "--camera",
+            f"folder://{folder}?loop=1&fps=20",
+            "--publish",
+            endpoint,
+            "--control",
+            control,
+            "--station",
+            "line",
+            "--wait-subscribers",
+            "0",
+        ],  # fmt: skip
+        stderr=subprocess.DEVNULL,
+    )
+    args = ["--station", f"line={endpoint}", "--control", f"line={control}", "--opcua", url, "--modbus", "off"]
+    try:
+        with bridge(*args, wait_for=ports[2]):
+
+            async def operate() -> tuple:
+                probe = OpcuaProbe(url, "line")
+                await probe.start()
+                refused = await probe.set_recipe("nope")
+                switched = await probe.set_recipe("B")
+                deadline = time.monotonic() + 20
+                while (await probe.read())["Recipe"] != "B" and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                shown = (await probe.read())["Recipe"]
+                await probe.stop()
+                return refused, switched, shown
+
+            refused, switched, shown = asyncio.run(operate())
+    finally:
+        station.terminate()
+        station.wait(timeout=20)
+    assert refused[0] is False and "unknown recipe 'nope'" in refused[1]
+    assert switched[0] is True and "recipe B armed" in switched[1]
+    assert shown == "B"  # the heartbeats after the switch carry it

@@ -57,6 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--snapshot", action="append", default=[], metavar="NAME=ENDPOINT", help="that station's snapshot endpoint"
     )
+    parser.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="NAME=ENDPOINT",
+        help="that station's control endpoint: OPC UA clients may then switch its recipe (SetRecipe)",
+    )
     from edge.bridge.config import setting_fields
     from edge.settings import add_flags, given
 
@@ -76,12 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         stations = [parse_station_flag(text) for text in args.station]
-        for text in args.snapshot:
-            name, _, endpoint = text.partition("=")
-            match = [station for station in stations if station.name == name]
-            if not match:
-                raise ConfigError(f"--snapshot {text!r}: no --station named {name!r}")
-            match[0].snapshot = endpoint
+        for flag, key in (("--snapshot", "snapshot"), ("--control", "control")):
+            for text in getattr(args, key):
+                name, _, endpoint = text.partition("=")
+                match = [station for station in stations if station.name == name]
+                if not match:
+                    raise ConfigError(f"{flag} {text!r}: no --station named {name!r}")
+                setattr(match[0], key, endpoint)
         for station in stations:
             station.curve_secret, station.curve_server = args.curve_secret, args.curve_server
             check_station(station)

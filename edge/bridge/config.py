@@ -34,6 +34,7 @@ class StationLink:
     name: str = ""
     verdicts: str = ""  # the station's publish endpoint, e.g. tcp://10.0.0.5:5556
     snapshot: str | None = None  # its snapshot endpoint: current values at once, and a restart resumes from it
+    control: str | None = None  # its control endpoint: OPC UA's SetRecipe goes there
     modbus_unit: int | None = None  # Modbus unit id (default: 1, 2, … in the order given)
     curve_secret: str | None = None  # the bridge's secret certificate, when the station runs CURVE
     curve_server: str | None = None  # the station's public certificate
@@ -149,7 +150,7 @@ def check_station(station: StationLink, where: str = "") -> None:
             f"station name {station.name!r}{where}: letters, digits, '.', '_' and '-', parts joined by '/' "
             "(a multi-camera station's cameras are NAME/cam1, NAME/cam2, …)"
         )
-    for key in ("verdicts", "snapshot"):
+    for key in ("verdicts", "snapshot", "control"):
         endpoint = getattr(station, key)
         if (endpoint is not None or key == "verdicts") and not re.fullmatch(r"(tcp://.+:\d+|ipc://.+)", endpoint or ""):
             raise ConfigError(f"station {station.name!r}: {key} = {endpoint!r}: write tcp://HOST:PORT or ipc://PATH")

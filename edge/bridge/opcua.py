@@ -22,6 +22,8 @@ Missed       UInt64    … and verdicts of this run the bridge never received (g
 State        String    running, degraded, stalled or offline (from the station's heartbeat)
 Health       String    the station's own health word (ok, degraded, camera_lost, paused, engine_error)
 Recipe       String    the recipe in force (``edge-run --recipes``; "" for a station with one engine)
+SetRecipe    method    (name: String) → (ok: Boolean, message: String): switch the station's recipe from its next
+                       frame, through its control socket (only for stations the bridge has a ``control`` link to)
 ===========  ========  ==================================================================================
 
 The values of one verdict are written together, with the station's publish time as their SourceTimestamp and
@@ -38,6 +40,7 @@ channel and as its user identity: anonymous access is off.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass, field
@@ -174,6 +177,11 @@ class OpcuaOutput:
                     getattr(ua.VariantType, kind),
                 )
                 nodes[name] = node.nodeid
+            if view.control is not None:
+                await station.add_method(
+                    ua.NodeId(f"{view.name}.SetRecipe", index), f"{index}:SetRecipe", self._set_recipe(view),
+                    [ua.VariantType.String], [ua.VariantType.Boolean, ua.VariantType.String],
+                )  # fmt: skip
             self._nodes[view.name] = nodes
             waiting = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
             for name, kind in (*VERDICT_VARIABLES, *COUNTER_VARIABLES):
@@ -184,6 +192,26 @@ class OpcuaOutput:
         except OSError as exc:
             raise OpcuaError(f"cannot serve OPC UA on {self.endpoint}: {exc.strerror or exc}") from exc
         log.info("OPC UA on %s (namespace %s = ns=%d)", self.endpoint, NAMESPACE, index)
+
+    @staticmethod
+    def _set_recipe(view: StationView):
+        """The SetRecipe method of ``view``'s station: its control request, sent off the loop's thread."""
+
+        async def set_recipe(parent, name) -> list:
+            text = name.Value if isinstance(name, ua.Variant) else name
+            if not isinstance(text, str) or not text:
+                answer = {"ok": False, "error": "SetRecipe takes the recipe's name"}
+            else:
+                request = {"command": "set_recipe", "name": text}
+                answer = await asyncio.get_running_loop().run_in_executor(None, view.control, request)
+            message = answer.get("error") or f"recipe {text} armed: in force from the station's next frame"
+            log.info("OPC UA SetRecipe(%r) for %s: %s", text, view.name, message)
+            return [
+                ua.Variant(bool(answer.get("ok")), ua.VariantType.Boolean),
+                ua.Variant(message, ua.VariantType.String),
+            ]
+
+        return set_recipe
 
     async def _secure(self, server) -> None:
         """Basic256Sha256 Sign&Encrypt only, trusted client certificates only, no anonymous users."""

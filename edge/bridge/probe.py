@@ -112,8 +112,9 @@ class OpcuaProbe:
         index = await client.get_namespace_index(NAMESPACE)
         self.nodes = {
             name: client.get_node(ua.NodeId(f"{self.station}.{name}", index))
-            for name in (*self.FIELDS, "Passed", "Failed", "Errors", "Missed", "State")
+            for name in (*self.FIELDS, "Passed", "Failed", "Errors", "Missed", "State", "Recipe")
         }
+        self._index = index
         subscription = await client.create_subscription(10, self)
         requests = []
         self._names = {}
@@ -164,6 +165,12 @@ class OpcuaProbe:
         names = ("Passed", "Failed", "Errors", "Missed", "State", "Recipe")
         values = await self.client.read_values([self.nodes[name] for name in names])
         return dict(zip(names, values, strict=True))
+
+    async def set_recipe(self, name: str) -> tuple[bool, str]:
+        """Call the station's SetRecipe method: (ok, message)."""
+        station = self.client.get_node(ua.NodeId(self.station, self._index))
+        ok, message = await station.call_method(ua.NodeId(f"{self.station}.SetRecipe", self._index), name)
+        return ok, message
 
     async def stop(self) -> None:
         if self.client is not None:

@@ -13,6 +13,7 @@ verdicts of this run the bridge could not show: gaps in ``seq``, malformed verdi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 STATE_OF_HEALTH = {"ok": "running", "degraded": "stalled"}  # any other health: degraded
@@ -60,6 +61,7 @@ class StationView:
     current: bool = False  # False while offline and until the next verdict: the last verdict is not current
     received_ns: int = 0  # when the bridge received the last verdict (time.time_ns)
     recipe: str = ""  # the recipe in force, from heartbeats and status ("" for a station with one engine)
+    control: Callable[[dict], dict] | None = None  # sends a control request to the station (blocking), if linked
 
     def apply(self, event) -> str | None:
         """Take in one event; returns ``"verdict"`` (a new verdict), ``"status"`` (state or counters) or None."""
