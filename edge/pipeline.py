@@ -221,17 +221,18 @@ class Pipeline:
 
     def _recipe_switched(self, current: Recipe, other: Recipe, frame_id: int | None, problem: str) -> None:
         """From capture: ``other`` is in force from ``frame_id`` on (``current`` retires, its engine released
-        once its last frame is published), or was refused (``problem``) and is released now."""
+        once its last frame is published), or was refused (``problem``) and is released. Engines are released
+        on the publishing thread: freeing a runtime's session takes tens of milliseconds capture must not wait."""
         if problem:
             log.error("recipe %s refused at frame %s: %s", other.name, frame_id, problem)
-            other.engine.deactivate()
+            self._tasks.put(other.engine.deactivate)
             self._report(
                 {"state": "running", "health": self.health, "recipe_refused": {"name": other.name, "reason": problem}}
             )
             return
         log.info("recipe %s in force from frame %s (was %s)", other.name, frame_id, current.name)
         if current.retire():
-            current.engine.deactivate()
+            self._tasks.put(current.engine.deactivate)
         self._report(
             {"state": "running", "health": self.health, "recipe": {**other.describe(), "from_frame": frame_id}}
         )
