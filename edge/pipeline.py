@@ -132,6 +132,11 @@ class Pipeline:
         self.publishing.sinks.append(sink)
 
     @property
+    def heatmaps_dropped(self) -> int:
+        """Heatmaps of failed frames not sent: the heatmap thread was behind (0 without ``heatmaps``)."""
+        return self._heatmaps.dropped if self._heatmaps is not None else 0
+
+    @property
     def drift(self) -> DriftMonitor | None:
         """The good-score drift watch of the recipe being published (None without a calibration)."""
         return self._drift.monitor

@@ -108,7 +108,7 @@ class HeatmapSink:
 
     name, required = "heatmaps", False
 
-    def __init__(self, send: Callable[[int, bytes], None], queue_size: int = 8) -> None:
+    def __init__(self, send: Callable[[int, bytes], None], queue_size: int = 32) -> None:
         self.send = send
         self.dropped = 0
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)

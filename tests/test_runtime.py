@@ -778,5 +778,7 @@ def test_rejected_frames_heatmaps_are_published_as_png(onnx_engine: Path, part_f
                 received[int(parts[1])] = cv2.imdecode(np.frombuffer(parts[2], np.uint8), cv2.IMREAD_GRAYSCALE)
     finally:
         heatmaps.close(0)
-    assert failed and set(received) == failed
+    # best effort: a map the heatmap thread could not keep up with is dropped and counted, never sent late or twice
+    assert failed and set(received) <= failed and len(received) + pipeline.heatmaps_dropped == len(failed)
+    assert len(received) >= len(failed) // 2
     assert all(image.shape == (64, 64) for image in received.values())
