@@ -111,6 +111,7 @@ def calibrate(
         result["bad"] = with_bad_images(good_scored.scores, bad_scored.scores, threshold)
     z = score.to_z(good_scored.scores)
     result["good_z_mean"], result["good_z_std"] = float(z.mean()), float(z.std(ddof=1))
+    result["good_scores"] = [float(f"{v:.6g}") for v in good_scored.scores]  # for re-calibration estimates
     scale = "logit" if score.bounded else "log"
     result.update(
         score_kind=score.kind,

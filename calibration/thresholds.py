@@ -128,6 +128,34 @@ def false_reject_threshold(
     }
 
 
+def false_reject_at(calibration: dict, score: ScoreSpec, threshold: float) -> float | None:
+    """The false-reject rate a calibration expects at ``threshold``: its fitted tail above the tail's start, else
+    the share of its good scores at or above it (None where the calibration kept no scores)."""
+    tail = TailFit(**calibration["tail"])
+    z = score.z_of(threshold)
+    if z > tail.threshold:
+        return tail.exceedance(z)
+    good = calibration.get("good_scores")
+    return float(np.mean(np.asarray(good) >= threshold)) if good else None
+
+
+def recalibrated(calibration: dict, score: ScoreSpec, more_good: list[float], seed: int = 0) -> dict:
+    """What calibrating again with ``more_good`` added to the calibration's good scores (false rejects an operator
+    marked good) would give: the new threshold for the same target, and the false-reject rate the current one
+    would then be expected to have."""
+    good = np.concatenate([np.asarray(calibration["good_scores"], np.float64), np.asarray(more_good, np.float64)])
+    target = calibration["target_false_reject"]
+    result = false_reject_threshold(good, target, np.random.default_rng(seed), score, resamples=50)
+    current = {**result, "good_scores": good.tolist()}
+    return {
+        "good_images": len(good),
+        "threshold": result["threshold"],
+        "target_false_reject": target,
+        "current_threshold": calibration["threshold"],
+        "current_false_reject": false_reject_at(current, score, calibration["threshold"]),
+    }
+
+
 def with_bad_images(good: np.ndarray, bad: np.ndarray, chosen: float) -> dict:
     """Escape rate at the chosen threshold, and the F1-optimal and zero-escape thresholds for comparison."""
     good, bad = np.asarray(good, np.float64), np.asarray(bad, np.float64)

@@ -180,7 +180,7 @@ def control_main(argv: Sequence[str] | None = None) -> int:
         help="switch to another recipe (edge-run --recipes): loaded and warmed beside the running one, in force "
         "from the next frame or from --at-frame",
     )
-    switch.add_argument("name", help="the recipe (DIR/NAME.toml)")
+    switch.add_argument("name", help="the recipe (DIR/NAME.toml), or #N for the one with number = N")
     switch.add_argument("--at-frame", type=int, help="the first frame id judged by it (a part boundary)")
     args = parser.parse_args(argv)
     import zmq
@@ -194,7 +194,11 @@ def control_main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "pause" and args.reason:
         payload["reason"] = args.reason
     elif args.command == "set-recipe":
-        payload |= {"name": args.name} | ({"at_frame": args.at_frame} if args.at_frame is not None else {})
+        number = args.name[1:] if args.name.startswith("#") else None
+        if number is not None and not number.isdigit():
+            parser.error(f"set-recipe #{number}: give the recipe's number as #N, e.g. #2")
+        payload |= {"number": int(number)} if number is not None else {"name": args.name}
+        payload |= {"at_frame": args.at_frame} if args.at_frame is not None else {}
     curve = _client_curve(parser, args)
 
     def body() -> int:

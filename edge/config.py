@@ -84,6 +84,7 @@ class StationConfig:
     rejects_max_files: int = setting(1000, "reject records kept (the oldest go first)")
     rejects_max_mb: float = setting(500.0, "megabytes the reject records may take")
     heatmaps: bool = setting(False, "publish PNG heatmaps of rejects on heatmap/<station>")
+    preview_fps: float = setting(2.0, "console previews on preview/<station> at most this often when watched; 0: off")
     heartbeat_s: float = setting(1.0, "heartbeat interval")
     linger_ms: int = setting(1000, "longest wait for unsent messages at exit")
     max_frames: int | None = setting(None, "stop after this many captured frames")
@@ -180,6 +181,8 @@ class StationConfig:
         for key in ("batch_timeout_ms", "queue_size", "wait_timeout", "heartbeat_s", "rejects_max_files", "stall_s"):
             if getattr(config, key) <= 0:
                 raise ConfigError(f"setting {key!r} must be positive, got {getattr(config, key)}")
+        if config.preview_fps < 0:
+            raise ConfigError(f"setting 'preview_fps' must be 0 (off) or positive, got {config.preview_fps}")
         return config
 
 

@@ -13,10 +13,15 @@ Requests, and what they answer (errors: ``{"ok": false, "error": "..."}``)::
     {"command": "pause", "reason": "changeover"}                 {"ok": true, "paused": true}
     {"command": "resume"}                                        {"ok": true, "paused": false}
     {"command": "set_recipe", "name": "B", "at_frame": 1200}     {"ok": true, "armed": {...}, "at_frame": 1200}
+    {"command": "calibration"}                                   {"ok": true, "score": {...}, "calibration": {...}}
 
-``set_recipe`` loads and warms recipe ``name`` (:mod:`edge.recipes`) beside the running one and answers once the
-switch is armed: from the next frame read, or from the first frame whose id reaches ``at_frame`` (a part
-boundary the PLC gives). The status topic announces the frame the new recipe starts at.
+Any request may say whom it is made for (``"for": "alice"``: a console's logged-in operator); the station's log
+and status topic then name them with the client that sent it.
+
+``set_recipe`` loads and warms recipe ``name`` (:mod:`edge.recipes`; or the one whose ``number`` the PLC gives:
+``{"number": 2}``) beside the running one and answers once the switch is armed: from the next frame read, or
+from the first frame whose id reaches ``at_frame`` (a part boundary the PLC gives). The status topic announces
+the frame the new recipe starts at.
 
 While paused every captured frame is still accounted for: it gets ``error(paused)``, never a ``pass``.
 """
@@ -45,13 +50,15 @@ _THRESHOLD = (
 )
 _SHORT_TEXT = (lambda v: isinstance(v, str) and len(v) <= 200, "a text of at most 200 characters")
 _NAME = (lambda v: isinstance(v, str) and 0 < len(v) <= 64, "a recipe name (at most 64 characters)")
+_NUMBER = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535, "a recipe number 1…65535")
 _FRAME_ID = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a frame id (an integer ≥ 0)")
 COMMANDS: dict[str, dict[str, tuple[bool, tuple]]] = {
     "status": {},
     "set_threshold": {"score": (False, _THRESHOLD), "pixel": (False, _THRESHOLD)},
     "pause": {"reason": (False, _SHORT_TEXT)},
     "resume": {},
-    "set_recipe": {"name": (True, _NAME), "at_frame": (False, _FRAME_ID)},
+    "set_recipe": {"name": (False, _NAME), "number": (False, _NUMBER), "at_frame": (False, _FRAME_ID)},
+    "calibration": {},
 }
 
 
@@ -77,11 +84,12 @@ def parse_request(raw: bytes) -> dict:
         raise ValueError(f'not JSON ({exc}); send e.g. {{"command": "status"}}') from None
     if not isinstance(request, dict) or request.get("command") not in COMMANDS:
         raise ValueError(f'send a JSON object with "command" one of {", ".join(COMMANDS)}')
-    fields = COMMANDS[request["command"]]
+    fields = COMMANDS[request["command"]] | {"for": (False, _SHORT_TEXT)}
     unknown = set(request) - {"command"} - set(fields)
     if unknown:
         raise ValueError(
-            f"{request['command']} takes {', '.join(fields) or 'no fields'}, not {', '.join(sorted(unknown))}"
+            f"{request['command']} takes {', '.join(COMMANDS[request['command']]) or 'no fields'}, not "
+            f"{', '.join(sorted(unknown))}"
         )
     for name, (required, (check, wanted)) in fields.items():
         if name not in request:
@@ -153,6 +161,8 @@ class ControlServer:
             if len(parts) != 1:
                 raise ValueError(f"send one message part, not {len(parts)}")
             request = parse_request(parts[0].bytes)
+            if "for" in request:  # a console acting for a person logged in to it
+                who = f"{request.pop('for')} via {who}"
         except ValueError as exc:
             log.warning("control request from %s refused: %s", who, exc)
             return {"ok": False, "error": str(exc)}

@@ -20,6 +20,7 @@ the final status. The stall watchdog is :mod:`edge.watchdog`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import queue
@@ -33,7 +34,7 @@ from edge.engines import Engine
 from edge.judge import Thresholds
 from edge.publish import VerdictPublisher
 from edge.recipes import Recipe, RecipeBook, RecipeError
-from edge.sinks import HeatmapSink, Sink
+from edge.sinks import HeatmapSink, PreviewSink, Sink
 from edge.sources import Source
 from edge.stages import Capture, End, Inference, Judge, Ledger, Publishing, Sequencer
 from edge.verdict import Counters, Job
@@ -73,6 +74,7 @@ class PipelineOptions:
     max_frames: int | None = None
     verdict_deadline_ms: float | None = None  # a frame without a result by then gets error(deadline)
     heatmaps: bool = False  # publish a PNG of the anomaly map of every rejected frame on heatmap/<station>
+    preview_fps: float = 2.0  # console previews on preview/<station> at most this often (0: never)
     stall_s: float = 5.0  # watchdog: a live source silent, or a stage stuck, this long → degraded; stuck 2× → end
 
 
@@ -110,7 +112,8 @@ class Pipeline:
         to_inference = inference.inbox if inference is not None else queue.Queue(maxsize=options.queue_size)
         self.ledger = Ledger(self.counters)
         self.capture = Capture(
-            source, Recipe(recipe, engine, thresholds), self.ledger, self.watchdog, to_inference, self._tasks,
+            source, recipes.starting(recipe, engine, thresholds) if recipes else Recipe(recipe, engine, thresholds),
+            self.ledger, self.watchdog, to_inference, self._tasks,
             self.stop, refusal=lambda: self.judge.refusal, paused=lambda: self.paused, report=self._report,
             fail=self._fail, switched=self._recipe_switched, max_frames=options.max_frames,
         )  # fmt: skip
@@ -123,6 +126,10 @@ class Pipeline:
         own: list[Sink] = [self._drift]
         self._heatmaps = HeatmapSink(self._send_heatmap) if options.heatmaps else None
         own += [self._heatmaps] if self._heatmaps is not None else []
+        self._preview = None
+        if options.preview_fps > 0:
+            self._preview = PreviewSink(self._send_preview, lambda: publisher.preview_wanted, options.preview_fps)
+            own.append(self._preview)
         self.publishing = Publishing(
             publisher, own + list(sinks or []), self.counters, self.watchdog, self._sink_failed
         )
@@ -164,6 +171,10 @@ class Pipeline:
         """From the heatmap sink's thread: the PNG goes out from the publishing thread."""
         self._tasks.put(functools.partial(self.publisher.heatmap, seq, png))
 
+    def _send_preview(self, header: dict, jpeg: bytes) -> None:
+        """From the preview sink's thread: the picture goes out from the publishing thread."""
+        self._tasks.put(functools.partial(self.publisher.preview, header, jpeg))
+
     def _fail(self, reason: str, detail: str) -> None:
         """A stage cannot go on: stop the run (the first failure is the one reported)."""
         if self.failure is None:
@@ -185,6 +196,9 @@ class Pipeline:
         """Carry out a validated control request (from any thread); returns the answer for the operator."""
         if request["command"] == "status":
             return {"ok": True, "status": self.status()}
+        if request["command"] == "calibration":  # what a console shows beside a threshold: the good-score tail
+            sidecar = self.recipe.engine.sidecar
+            return {"ok": True, "score": dataclasses.asdict(sidecar.score), "calibration": sidecar.calibration}
         if request["command"] == "set_recipe":
             return self._set_recipe(request, who)
         item = ControlRequest(request, who, self._carry_out)
@@ -203,17 +217,20 @@ class Pipeline:
             return {"ok": False, "error": "this station runs one engine: start it with --recipes DIR --recipe NAME"}
         if not self._running:
             return {"ok": False, "error": "the station is not running"}
-        if request["name"] == self.recipe.name and "at_frame" not in request and not self.capture.armed:
-            return {"ok": True, "in_force": self.recipe.describe(), "unchanged": True}
+        if ("name" in request) == ("number" in request):
+            return {"ok": False, "error": "set_recipe takes the recipe's name or its number, one of them"}
         try:
-            recipe = self.recipes.load(request["name"], self.capture.frame)
+            name = request["name"] if "name" in request else self.recipes.name_of(request["number"])
+            if name == self.recipe.name and "at_frame" not in request and not self.capture.armed:
+                return {"ok": True, "in_force": self.recipe.describe(), "unchanged": True}
+            recipe = self.recipes.load(name, self.capture.frame)
         except RecipeError as exc:
             log.warning("set_recipe by %s refused: %s", who, exc)
             return {"ok": False, "error": str(exc)}
         at_frame = request.get("at_frame")
         replaced = self.capture.arm(recipe, at_frame)
         if replaced is not None:  # armed before and never in force
-            replaced.engine.deactivate()
+            replaced.release()
         log.info("recipe %s armed by %s (%s)", recipe.name, who, f"at frame {at_frame}" if at_frame else "next frame")
         self._report(
             {
@@ -230,24 +247,24 @@ class Pipeline:
         on the publishing thread: freeing a runtime's session takes tens of milliseconds capture must not wait."""
         if problem:
             log.error("recipe %s refused at frame %s: %s", other.name, frame_id, problem)
-            self._tasks.put(other.engine.deactivate)
+            self._tasks.put(other.release)
             self._report(
                 {"state": "running", "health": self.health, "recipe_refused": {"name": other.name, "reason": problem}}
             )
             return
         log.info("recipe %s in force from frame %s (was %s)", other.name, frame_id, current.name)
         if current.retire():
-            self._tasks.put(current.engine.deactivate)
+            self._tasks.put(current.release)
         self._report(
             {"state": "running", "health": self.health, "recipe": {**other.describe(), "from_frame": frame_id}}
         )
 
     def release_recipes(self) -> None:
-        """Deactivate the engines of the recipe in force and of one armed (at the end of the run)."""
-        self.capture.recipe.engine.deactivate()
+        """Release the engines of the recipe in force and of one armed (at the end of the run)."""
+        self.capture.recipe.release()
         armed = self.capture.disarm()
         if armed is not None:
-            armed.engine.deactivate()
+            armed.release()
 
     def _carry_out(self, request: dict, who: str) -> dict:
         """On the publishing thread: change thresholds or pause state, and announce it on the status topic."""
@@ -293,6 +310,7 @@ class Pipeline:
             "last_seq": self.publisher.seq - 1,
             "counters": self.counters.to_dict(),
             "recipe": self.recipe.describe(),
+            "recipes": self.recipes.names() if self.recipes is not None else [],
         }
 
     def stuck(self) -> str | None:
@@ -342,7 +360,7 @@ class Pipeline:
         self.ledger.settle(job.index)
         self.publishing.publish(self.judge.message(job), job)
         if job.recipe.leave():  # the last frame of a retired recipe
-            job.recipe.engine.deactivate()
+            job.recipe.release()
 
     def run(self) -> Counters:
         """Capture, infer and publish until the source ends (or ``stop``); returns the counters."""
@@ -386,6 +404,8 @@ class Pipeline:
             thread.join(timeout=1.0 if self.ledger.closed else None)
         if self._heatmaps is not None:
             self._heatmaps.close()  # its last maps join the tasks below
+        if self._preview is not None:
+            self._preview.close()
         while not self._tasks.empty():  # what came in at the very end
             item = self._tasks.get()
             if isinstance(item, ControlRequest):

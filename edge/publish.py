@@ -1,12 +1,13 @@
 """The verdict protocol on ZeroMQ: an XPUB socket, multipart ``[topic, JSON]`` messages.
 
-Topics: ``verdict/<station>`` (one per captured frame), ``heartbeat/<station>`` (every second: health and
-counters), ``status/<station>`` (state changes; the last one of a run is ``stopped`` with ``final: true``),
-``heatmap/<station>`` (optional PNG of rejected frames' maps). Verdicts carry ``seq``, counted per run from 0
-without gaps, and ``run_id``: a subscriber sees lost messages as a jump in ``seq`` and a restart as a new
-``run_id``. The publisher never blocks: at the high-water mark ZeroMQ drops, and the drop shows as a gap.
-XPUB lets the publisher see subscriptions arrive, so it can hold capture until subscribers are connected
-(ZeroMQ's slow joiner). ``edge/schemas/messages.schema.json`` documents the messages for other languages.
+Topics: ``verdict/<station>`` (one per captured frame), ``heartbeat/<station>`` (every second: health and counters),
+``status/<station>`` (state changes; the last one of a run is ``stopped`` with ``final: true``),
+``heatmap/<station>`` (optional PNG of rejected frames' maps), ``preview/<station>`` (a downscaled JPEG of the
+latest judged frame with its map, a few per second, sent only while someone subscribes to it). Verdicts carry
+``seq``, counted per run from 0 without gaps, and ``run_id``: a subscriber sees lost messages as a jump in ``seq``
+and a restart as a new ``run_id``. The publisher never blocks: at the high-water mark ZeroMQ drops, and the drop
+shows as a gap. XPUB lets the publisher see subscriptions arrive, so it can hold capture until subscribers are
+connected (ZeroMQ's slow joiner). ``edge/schemas/messages.schema.json`` documents the messages for other languages.
 """
 
 from __future__ import annotations
@@ -73,14 +74,19 @@ class VerdictPublisher:
             hint = " (another edge-run on that port?)" if exc.errno == zmq.EADDRINUSE else ""
             raise PublishError(f"cannot publish on {endpoint}: {exc.strerror}{hint}") from exc
         self._verdict_topic = topic("verdict", station)
+        self._preview_topic = topic("preview", station)
+        self.preview_wanted = False  # someone subscribes to the preview topic (XPUB tells the last one leaving)
 
     def poll_subscriptions(self, timeout_ms: int = 0) -> int:
-        """Read subscription messages; returns how many verdict subscriptions arrived. Keeps ``subscribers``."""
+        """Read subscription messages; returns how many verdict subscriptions arrived. Keeps ``subscribers`` and
+        ``preview_wanted``."""
         arrived = 0
         while self._socket.poll(timeout_ms, zmq.POLLIN):
             message = self._socket.recv()
             timeout_ms = 0
-            if message and self._verdict_topic.startswith(message[1:]):
+            if message[1:] and self._preview_topic.startswith(message[1:]):
+                self.preview_wanted = message[0] == 1
+            elif message and self._verdict_topic.startswith(message[1:]):
                 if message[0] == 1:
                     arrived += 1
                     self.subscribers += 1
@@ -140,6 +146,10 @@ class VerdictPublisher:
 
     def heatmap(self, seq: int, png: bytes) -> None:
         self._send_parts([topic("heatmap", self.station), str(seq).encode(), png])
+
+    def preview(self, header: dict, jpeg: bytes) -> None:
+        """A downscaled picture of a judged frame for consoles: ``[topic, JSON header, JPEG]``."""
+        self._send_parts([self._preview_topic, json.dumps({**header, "run_id": self.run_id}).encode(), jpeg])
 
     def close(self, linger_ms: int | None = None) -> None:
         """Close, waiting at most ``linger_ms`` for queued messages to leave."""

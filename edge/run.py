@@ -93,6 +93,7 @@ def run_station(config: StationConfig) -> int:
         if config.recipes:
             book = RecipeBook(Path(config.recipes), config.engine_settings(), config.max_batch)
             engine, thresholds, recipe_camera = book.open(config.recipe)
+            book.adopt(engine, len(config.camera))  # each camera's line releases it once it is done with it
         else:
             engine = open_engine(Path(config.engine), **config.engine_settings())
             thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
@@ -236,6 +237,7 @@ def _run_line(
             max_frames=config.max_frames,
             verdict_deadline_ms=config.verdict_deadline_ms,
             heatmaps=config.heatmaps,
+            preview_fps=config.preview_fps,
             stall_s=config.stall_s,
         )
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration, engine.sidecar.score)

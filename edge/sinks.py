@@ -1,8 +1,9 @@
-"""Where verdicts go besides ZeroMQ: the :class:`Sink` protocol, JSON lines, heatmaps, and a bounded folder of
-reject records.
+"""Where verdicts go besides ZeroMQ: the :class:`Sink` protocol, JSON lines, heatmaps, console previews, and a
+bounded folder of reject records.
 
 A reject record is one picture per failed part (the frame, its anomaly map over it on the threshold colour scale,
-the region boxes and a caption: see :func:`reject_picture`) and, next to it, the verdict as JSON. No sink may
+the region boxes and a caption: see :func:`reject_picture`) and, next to it, the frame as captured (lossless PNG:
+what an operator's review hands to calibration and training) and the verdict as JSON. No sink may
 slow the line: pictures are drawn and encoded on the sinks' own threads, which drop work (counted) when they fall
 behind; the reject store also works at most a fifth of the time (a record costs about 20 ms of CPU at 128 px, so
 a run of failures would otherwise take a core from inference on a small machine), evicts the oldest records to
@@ -140,6 +141,66 @@ class HeatmapSink:
         self._thread.join(timeout)
 
 
+class PreviewSink:
+    """A downscaled JPEG of the latest judged frame, its anomaly map over the ROI and its region boxes, for
+    consoles on ``preview/<station>``: at most ``fps`` a second, and only while someone subscribes (``wanted()``).
+    Encoded on the sink's own thread, one frame at a time (frames arriving meanwhile are skipped: a preview is a
+    glimpse, not a record); ``send(header, jpeg)`` is called from there."""
+
+    name, required = "preview", False
+
+    def __init__(self, send: Callable[[dict, bytes], None], wanted: Callable[[], bool], fps: float) -> None:
+        self.send, self.wanted, self.interval_s = send, wanted, 1.0 / fps
+        self.sent = 0
+        self._last = float("-inf")
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._work, name="preview", daemon=True)
+        self._thread.start()
+
+    def write(self, verdict: dict, job) -> None:
+        now = time.monotonic()
+        if job.frame.pixels is None or now - self._last < self.interval_s or not self.wanted():
+            return
+        self._last = now
+        header = {k: verdict.get(k) for k in ("seq", "frame_id", "verdict", "reason", "score", "threshold", "recipe")}
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait((header, verdict, job.frame.pixels, job.anomaly_map, job.recipe.engine.frame))
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            header, verdict, pixels, anomaly_map, frame = item
+            ok, jpeg = cv2.imencode(".jpg", preview_picture(verdict, pixels, anomaly_map, frame)[..., ::-1])
+            if ok:
+                self.sent += 1
+                self.send(header, jpeg.tobytes())
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+PREVIEW_WIDTH = 480  # preview pictures are this wide (frames shrunk, small ones enlarged)
+
+
+def preview_picture(verdict: dict, pixels: np.ndarray, anomaly_map: np.ndarray | None, frame: FrameSpec) -> np.ndarray:
+    """The frame (RGB) at :data:`PREVIEW_WIDTH`, the anomaly map over its ROI and the verdict's region boxes."""
+    picture = _rgb(pixels, frame.pixel_format)
+    x, y, w, h = frame.region
+    if anomaly_map is not None and verdict.get("pixel_threshold") is not None:
+        picture[y : y + h, x : x + w] = blend(picture[y : y + h, x : x + w], anomaly_map, verdict["pixel_threshold"])
+    k = PREVIEW_WIDTH / picture.shape[1]
+    size = (PREVIEW_WIDTH, max(1, round(picture.shape[0] * k)))
+    picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_NEAREST)
+    for region in verdict.get("regions") or ():
+        corner = (round(region["x"] * k), round(region["y"] * k))
+        far = (round((region["x"] + region["w"]) * k) - 1, round((region["y"] + region["h"]) * k) - 1)
+        cv2.rectangle(picture, corner, far, BOX, 2)
+    return picture
+
+
 PANEL_SIZE = 384  # frames are enlarged by a whole factor to about this size (pixels stay exact), never shrunk
 TEXT = (235, 235, 235)
 BOX = (0, 255, 0)
@@ -252,8 +313,7 @@ class RejectStore:
         self.max_files, self.max_bytes = max_files, int(max_mb * 1e6)
         self.duty = duty  # the share of the time the store's thread may work: it rests in between
         self.folder.mkdir(parents=True, exist_ok=True)
-        existing = sorted((p for p in self.folder.glob("*.png") if p.is_file()), key=lambda p: p.stat().st_mtime)
-        self._files = deque((p, _record_size(p)) for p in existing)
+        self._files = deque((p, _record_size(p)) for p in reject_pictures(self.folder))
         self._bytes = sum(size for _, size in self._files)
         self.saved = self.dropped = self.failed = self.evicted_for_space = 0
         self._last_error_report = float("-inf")  # the first error is always reported
@@ -283,22 +343,24 @@ class RejectStore:
         try:
             picture = reject_picture(verdict, pixels, anomaly_map, self.frame, source)
             ok, data = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-            if not ok:
+            ok_frame, frame = cv2.imencode(".png", _rgb(pixels, self.frame.pixel_format)[..., ::-1])
+            if not (ok and ok_frame):
                 raise OSError("PNG encoding failed")
             record = json.dumps(verdict, indent=1).encode()
-            self._save(self.folder / f"{name}.png", data.tobytes(), record)
+            self._save(self.folder / f"{name}.png", data.tobytes(), frame.tobytes(), record)
         except Exception as exc:  # the store's thread must outlive any one record; verdicts never depend on it
             self.failed += 1
             if time.monotonic() - self._last_error_report > 60:
                 self._last_error_report = time.monotonic()
                 log.warning("cannot save rejected image in %s: %s (verdicts are unaffected)", self.folder, exc)
 
-    def _save(self, path: Path, picture: bytes, record: bytes) -> None:
-        """Write ``path`` and its JSON; on a full disk or quota, evict our oldest records until they fit or none
-        are left."""
+    def _save(self, path: Path, picture: bytes, frame: bytes, record: bytes) -> None:
+        """Write ``path``, the frame beside it and its JSON; on a full disk or quota, evict our oldest records
+        until they fit or none are left."""
         while True:
             try:
                 path.write_bytes(picture)
+                frame_path(path).write_bytes(frame)
                 path.with_suffix(".json").write_bytes(record)
                 break
             except OSError as exc:
@@ -308,8 +370,9 @@ class RejectStore:
                 self._evict_oldest()
                 self.evicted_for_space += 1
         self.saved += 1
-        self._files.append((path, len(picture) + len(record)))
-        self._bytes += len(picture) + len(record)
+        size = len(picture) + len(frame) + len(record)
+        self._files.append((path, size))
+        self._bytes += size
         while self._files and (len(self._files) > self.max_files or self._bytes > self.max_bytes):
             self._evict_oldest()
 
@@ -323,14 +386,32 @@ class RejectStore:
         self._thread.join(timeout)
 
 
+FRAME_SUFFIX = ".frame.png"  # a reject record's frame as captured, beside its picture: NAME.frame.png
+
+
+def reject_pictures(folder: Path) -> list[Path]:
+    """The pictures of the reject records in ``folder``, oldest first (one per record)."""
+    pictures = [p for p in folder.glob("*.png") if not p.name.endswith(FRAME_SUFFIX)]
+    times = {}
+    for picture in pictures:
+        with contextlib.suppress(OSError):  # a record evicted meanwhile
+            times[picture] = picture.stat().st_mtime
+    return sorted(times, key=times.__getitem__)
+
+
+def frame_path(picture: Path) -> Path:
+    """The frame of the reject record whose picture is ``picture`` (``NAME.png`` → ``NAME.frame.png``)."""
+    return picture.with_name(picture.stem + FRAME_SUFFIX)
+
+
 def _record_size(picture: Path) -> int:
-    """Bytes of a record already in the folder: its picture and, where present, its JSON."""
-    record = picture.with_suffix(".json")
-    return picture.stat().st_size + (record.stat().st_size if record.is_file() else 0)
+    """Bytes of a record already in the folder: its picture and, where present, its frame and JSON."""
+    parts = (frame_path(picture), picture.with_suffix(".json"))
+    return picture.stat().st_size + sum(p.stat().st_size for p in parts if p.is_file())
 
 
 def _remove(picture: Path) -> None:
-    """Remove a record: its picture and its JSON, whichever exist."""
-    for path in (picture, picture.with_suffix(".json")):
+    """Remove a record: its picture, frame and JSON, whichever exist."""
+    for path in (picture, frame_path(picture), picture.with_suffix(".json")):
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)

@@ -4,7 +4,8 @@
 #   and INT8 where the model allows it) → calibrate →
 #   choose the fastest CPU path whose verdicts do not move (scripts/demo_path.py) → stream the test images
 #   through an emulated Basler camera into edge-run at half that path's rate → watch the verdicts arrive in
-#   edge-listen, and in a stand-in PLC through edge-bridge (OPC UA and Modbus TCP) → verdict table.
+#   edge-listen, and in a stand-in PLC through edge-bridge (OPC UA and Modbus TCP), and on the web console
+#   (edge-console: its URL is printed) → verdict table.
 # Exits non-zero when a defective part passed, errors exceed 1 % of the parts, or a verdict is missing on the
 # line or on a PLC protocol (scripts/demo_summary.py says why).
 # It installs into whichever python3 comes first on PATH: activate a virtual environment first.
@@ -17,8 +18,8 @@ mkdir -p "$out"
 started=$(date +%s)
 step() { echo; echo "== [$(($(date +%s) - started)) s] $*"; }
 
-step "installing (with the training, bridge and OpenVINO extras)"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[train,bridge,openvino]"
+step "installing (with the training, bridge, console and OpenVINO extras)"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[train,bridge,console,openvino]"
 
 step "demo data from scikit-image's brick photo: $out/data (train/test) and $out/calibration (held-out good parts)"
 edge-dataset --texture brick --out "$out/data" --image-size 128 > /dev/null
@@ -75,7 +76,12 @@ export PYLON_CAMEMU=1
 edge-bridge --station demo=tcp://127.0.0.1:5556 --opcua opc.tcp://127.0.0.1:4840/edge/ --modbus 127.0.0.1:5020 \
   --metrics 127.0.0.1:9102 > "$out/bridge.log" 2>&1 &
 bridge=$!
-trap 'kill "$bridge" 2> /dev/null || true' EXIT
+edge-console --station demo=tcp://127.0.0.1:5556 --snapshot demo=tcp://127.0.0.1:5557 \
+  --control demo=tcp://127.0.0.1:5558 --rejects "demo=$out/rejects" --review "$out/review" \
+  --listen 127.0.0.1:8080 > "$out/console.log" 2>&1 &
+console=$!
+trap 'kill "$bridge" "$console" 2> /dev/null || true' EXIT
+echo "   the console: http://127.0.0.1:8080/ (open it while the line runs: live frames, counters, rejects)"
 python3 -m edge.bridge.probe --station demo --opcua opc.tcp://127.0.0.1:4840/edge/ --modbus 127.0.0.1:5020 \
   --expect "$i" --timeout 600 --ready "$out/probe.ready" > "$out/probe.json" 2> "$out/probe.log" &
 probe=$!
@@ -84,10 +90,11 @@ edge-listen tcp://127.0.0.1:5556 --station demo --jsonl "$out/verdicts.jsonl" > 
 listener=$!
 edge-run --engine "$engine" "${run_flags[@]}" --camera basler0 \
   --trigger software --fps "$fps" --emulator-images "$PWD/$out/camera" --max-frames "$i" --station demo \
-  --publish tcp://127.0.0.1:5556 --rejects "$out/rejects" --wait-subscribers 2
+  --publish tcp://127.0.0.1:5556 --snapshot tcp://127.0.0.1:5557 --control tcp://127.0.0.1:5558 \
+  --rejects "$out/rejects" --wait-subscribers 2
 wait "$listener" || true
 wait "$probe" || true
-kill "$bridge" 2> /dev/null || true
+kill "$bridge" "$console" 2> /dev/null || true
 head -n 5 "$out/listen.log"
 echo "   ... ($(wc -l < "$out/verdicts.jsonl") verdicts in $out/verdicts.jsonl)"
 

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs the project with its training and test extras, then runs the linters and the test suite; then the
 # line-side tests again on Python 3.10 without torch (scripts/test_line_py310.sh; skipped where no 3.10 exists).
+# The console's browser tests need Debian's chromium and its driver: installed here where apt can (else they skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then
+    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 \
+        || echo "chromium could not be installed: the console's browser tests will skip"
+fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[train,test,tensorrt-rtx]"
 python3 -m ruff check .
 python3 -m ruff format --check .

@@ -23,6 +23,7 @@ LINE_TESTS=(
     tests/test_settings.py
     tests/test_recipes.py
     tests/test_cameras.py
+    tests/test_console.py
 )
 
 if ! PYENV_VERSION=3.10.13 python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then

@@ -38,8 +38,12 @@ def recipes(onnx_engine: Path, brick_dataset: Path, tmp_path_factory: pytest.Tem
     data = (folder / "a.onnx").read_bytes()
     (folder / "damaged.onnx").write_bytes(data[: len(data) // 2])
     shutil.copy(folder / "a.onnx.json", folder / "damaged.onnx.json")
-    for name, engine in (("A", "a.onnx"), ("B", "b.onnx"), ("small", "small.onnx"), ("damaged", "damaged.onnx")):
-        (folder / f"{name}.toml").write_text(f'engine = "{engine}"\nthreshold = 0.5\npixel_threshold = 0.5\n')
+    for number, (name, engine) in enumerate(
+        (("A", "a.onnx"), ("B", "b.onnx"), ("small", "small.onnx"), ("damaged", "damaged.onnx")), 1
+    ):
+        (folder / f"{name}.toml").write_text(
+            f'engine = "{engine}"\nnumber = {number}\nthreshold = 0.5\npixel_threshold = 0.5\n'
+        )
     (folder / "broken.toml").write_text("engine = \n")
     return folder
 
@@ -167,6 +171,43 @@ def test_a_switch_at_a_part_boundary_starts_at_that_frame_id(recipes: Path, part
     assert all((v["recipe"] == "B") == (v["frame_id"] >= boundary["at"]) for v in verdicts)
 
 
+def test_cameras_on_the_same_artefact_share_one_engine_released_when_no_recipe_uses_it(
+    recipes: Path, tmp_path: Path
+) -> None:
+    book = RecipeBook(recipes)
+    engine, thresholds, _ = book.open("A")
+    engine.activate()
+    book.adopt(engine, 2)  # a station of two cameras, both starting on A
+    cam1, cam2 = (book.starting("A", engine, thresholds) for _ in range(2))
+    assert cam1.number == 1 and cam1.describe()["number"] == 1
+    frame = engine.frame
+    b1, b2 = book.load("B", frame), book.load("B", frame)  # each camera switches to B: one engine for both
+    assert b1.engine is b2.engine and b1.engine.active and b1.thresholds is not b2.thresholds
+    cam1.release()  # camera 1 no longer on A: camera 2 still is
+    assert engine.active
+    cam2.release()
+    assert not engine.active
+    b1.release()
+    assert b2.engine.active
+    b2.release()
+    assert not b2.engine.active
+    again = book.load("B", frame)  # opened afresh once none was left
+    assert again.engine is not b1.engine and again.engine.active
+    again.release()
+    assert book.name_of(2) == "B"
+    for number, problem in ((9, "no recipe has number = 9"), (1, "recipes A and twin both have number = 1")):
+        if number == 1:
+            (recipes / "twin.toml").write_text('engine = "a.onnx"\nnumber = 1\n')
+        try:
+            with pytest.raises(RecipeError, match=problem):
+                book.name_of(number)
+        finally:
+            (recipes / "twin.toml").unlink(missing_ok=True)
+    (tmp_path / "odd.toml").write_text('engine = "a.onnx"\nnumber = 0\n')
+    with pytest.raises(RecipeError, match="number must be an integer 1…65535"):
+        RecipeBook(tmp_path).read("odd")
+
+
 def test_the_bridge_shows_the_recipe_in_force_from_heartbeats_and_status() -> None:
     from edge.bridge.station import Received, StationView
 
@@ -246,16 +287,17 @@ def test_edge_run_with_recipes_switches_on_edge_control_and_refuses_an_unknown_o
     assert {v["recipe"] for v in verdicts} == {"A", "B"}
 
 
-def test_an_opcua_client_switches_the_recipe_through_the_bridge(
+def test_an_opcua_client_and_a_modbus_plc_switch_the_recipe_through_the_bridge(
     recipes: Path, part_folder: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("asyncua", reason="the bridge extra is not installed")
     import asyncio
 
-    from edge.bridge.probe import OpcuaProbe
+    from edge.bridge.modbus import ACTIVE_RECIPE, RECIPE_ARMED, RECIPE_REFUSED
+    from edge.bridge.probe import ModbusPlc, OpcuaProbe
     from tests.test_bridge import bridge, free_port
 
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]
     endpoint, control = f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}"
     url = f"opc.tcp://127.0.0.1:{ports[2]}/edge/"
     folder = tmp_path / "parts"
@@ -282,9 +324,10 @@ def test_an_opcua_client_switches_the_recipe_through_the_bridge(
         ],  # fmt: skip
         stderr=subprocess.DEVNULL,
     )
-    args = ["--station", f"line={endpoint}", "--control", f"line={control}", "--opcua", url, "--modbus", "off"]
+    args = ["--station", f"line={endpoint}", "--control", f"line={control}", "--opcua", url]
+    args += ["--modbus", f"127.0.0.1:{ports[3]}"]
     try:
-        with bridge(*args, wait_for=ports[2]):
+        with bridge(*args, wait_for=(ports[2], ports[3])):
 
             async def operate() -> tuple:
                 probe = OpcuaProbe(url, "line")
@@ -295,13 +338,23 @@ def test_an_opcua_client_switches_the_recipe_through_the_bridge(
                 while (await probe.read())["Recipe"] != "B" and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
                 shown = (await probe.read())["Recipe"]
+                plc = ModbusPlc("127.0.0.1", ports[3])  # the PLC's handshake: back to A (number 1), then 9
+                await plc.connect()
+                by_plc = [await plc.set_recipe(1), await plc.set_recipe(9)]
+                while (await plc.registers())[ACTIVE_RECIPE] != 1 and time.monotonic() < deadline + 20:
+                    await asyncio.sleep(0.1)
+                by_plc.append((await plc.registers())[ACTIVE_RECIPE])
+                shown_after = (await probe.read())["Recipe"]
+                await plc.close()
                 await probe.stop()
-                return refused, switched, shown
+                return refused, switched, shown, by_plc, shown_after
 
-            refused, switched, shown = asyncio.run(operate())
+            refused, switched, shown, by_plc, shown_after = asyncio.run(operate())
     finally:
         station.terminate()
         station.wait(timeout=20)
     assert refused[0] is False and "unknown recipe 'nope'" in refused[1]
     assert switched[0] is True and "recipe B armed" in switched[1]
     assert shown == "B"  # the heartbeats after the switch carry it
+    assert by_plc[0][0] == RECIPE_ARMED and by_plc[1][0] == RECIPE_REFUSED  # number 9: no such recipe
+    assert by_plc[2] == 1 and shown_after == "A"

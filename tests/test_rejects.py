@@ -18,7 +18,7 @@ import pytest
 from edge.engines import open_engine
 from edge.heatmap import THRESHOLD_COLOURS, blend, colour_map, display_values
 from edge.sidecar import FrameSpec
-from edge.sinks import PANEL_SIZE, RejectStore, reject_picture
+from edge.sinks import PANEL_SIZE, RejectStore, frame_path, reject_picture, reject_pictures
 from tests.test_runtime import SCHEMA, free_endpoint, offline_verdicts, run_in_process
 
 
@@ -84,7 +84,7 @@ def test_a_reject_record_has_the_frame_the_map_the_boxes_a_caption_and_the_verdi
     )
     store.close(timeout=30)
     failed = {p["seq"]: p for k, p in messages if k == "verdict" and p["verdict"] == "fail"}
-    pictures = sorted((tmp_path / "rejects").glob("*.png"))
+    pictures = sorted(reject_pictures(tmp_path / "rejects"))
     assert len(pictures) == len(failed) == store.saved > 0
     names = sorted(part_folder.glob("*.png"))
     k = round(PANEL_SIZE / 64)
@@ -99,6 +99,7 @@ def test_a_reject_record_has_the_frame_the_map_the_boxes_a_caption_and_the_verdi
         enlarged = cv2.resize(captured, (64 * k, 64 * k), interpolation=cv2.INTER_NEAREST)
         _, _, (x, y), _ = cv2.minMaxLoc(cv2.matchTemplate(picture, enlarged, cv2.TM_SQDIFF))
         assert (picture[y : y + 64 * k, x : x + 64 * k] == enlarged).all()  # the frame's own pixels, exactly
+        assert (cv2.imread(str(frame_path(path))) == captured).all()  # the frame as captured, for a review
         green_box = (picture[..., 1] == 255) & (picture[..., 0] == 0) & (picture[..., 2] == 0)
         assert green_box.any() == bool(record["regions"])
         assert (picture[64 * k + 40 :] > 200).any()  # caption text below the panels

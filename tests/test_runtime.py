@@ -25,7 +25,7 @@ from edge.judge import Thresholds, judge, regions
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher
 from edge.sidecar import FrameSpec
-from edge.sinks import JsonlSink, RejectStore
+from edge.sinks import JsonlSink, RejectStore, reject_pictures
 from edge.sources import FolderSource, VideoSource
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "edge" / "schemas" / "messages.schema.json").read_text())
@@ -232,7 +232,7 @@ def test_reject_store_keeps_within_its_limits(tmp_path: Path) -> None:
         store.write(verdict | {"reason": None, "model": "sha256:" + "0" * 64}, job)
         time.sleep(0.02)
     store.close()
-    files = sorted(p.name for p in (tmp_path / "rejects").glob("*.png"))
+    files = sorted(p.name for p in reject_pictures(tmp_path / "rejects"))
     assert len(files) == 3 and store.saved + store.dropped == 8
     assert files[-1].endswith("_00000007_0.900.png") or store.dropped > 0
 
@@ -704,7 +704,7 @@ def test_a_full_disk_evicts_the_oldest_rejects_and_never_touches_the_verdicts(
     foreign.write_bytes(b"x" * 16_000)  # someone else's file on the same disk: never removed
     store, verdicts = filled_store(onnx_engine, part_folder, small_filesystem / "rejects")
     failed = sum(v["verdict"] == "fail" for v in verdicts)
-    kept = sorted((small_filesystem / "rejects").glob("*.png"))
+    kept = sorted(reject_pictures(small_filesystem / "rejects"))
     assert failed > 10 and store.evicted_for_space > 0 and foreign.stat().st_size == 16_000
     assert store.saved + store.dropped + store.failed == failed and store.saved > len(kept) > 0
     # what is kept is whole (no half-written PNG), and the store's record of it matches the disk

@@ -47,30 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, help="bridge TOML file")
-    parser.add_argument(
-        "--station",
-        action="append",
-        default=[],
-        metavar="NAME=ENDPOINT",
-        help="a station's verdict endpoint (repeat for several), e.g. line3=tcp://10.0.0.5:5556",
-    )
-    parser.add_argument(
-        "--snapshot", action="append", default=[], metavar="NAME=ENDPOINT", help="that station's snapshot endpoint"
-    )
-    parser.add_argument(
-        "--control",
-        action="append",
-        default=[],
-        metavar="NAME=ENDPOINT",
-        help="that station's control endpoint: OPC UA clients may then switch its recipe (SetRecipe)",
-    )
-    from edge.bridge.config import setting_fields
+    from edge.bridge.config import add_station_flags, setting_fields
     from edge.settings import add_flags, given
 
-    groups = add_flags(parser, ((key, spec) for key, (_, spec) in setting_fields().items()))
-    security = groups.get("security") or parser.add_argument_group("security")
-    security.add_argument("--curve-secret", help="CURVE: the bridge's secret certificate (stations given by flag)")
-    security.add_argument("--curve-server", help="CURVE: the stations' public certificate")
+    add_station_flags(parser, "that station's control endpoint: OPC UA and Modbus clients may then switch its recipe")
+    add_flags(parser, ((key, spec) for key, (_, spec) in setting_fields().items()))
     parser.add_argument("--verbose", action="store_true", help="log every connection and snapshot")
     args = parser.parse_args(argv)
     if missing := missing_libraries():
@@ -78,21 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="edge-bridge: %(message)s")
     for noisy in ("asyncua", "pymodbus"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
-    from edge.bridge.config import BridgeConfig, ConfigError, check_station, parse_station_flag, setting_fields
+    from edge.bridge.config import BridgeConfig, ConfigError, station_links
     from edge.bridge.service import Bridge, BridgeError
 
     def body() -> int:
-        stations = [parse_station_flag(text) for text in args.station]
-        for flag, key in (("--snapshot", "snapshot"), ("--control", "control")):
-            for text in getattr(args, key):
-                name, _, endpoint = text.partition("=")
-                match = [station for station in stations if station.name == name]
-                if not match:
-                    raise ConfigError(f"{flag} {text!r}: no --station named {name!r}")
-                setattr(match[0], key, endpoint)
-        for station in stations:
-            station.curve_secret, station.curve_server = args.curve_secret, args.curve_server
-            check_station(station)
+        stations = station_links(args)
         overrides = given(args, setting_fields())
         config = BridgeConfig.load(args.config, overrides, stations)
         return asyncio.run(_serve(Bridge(config)))

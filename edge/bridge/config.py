@@ -16,11 +16,15 @@ snapshot = "tcp://10.0.0.5:5557"
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from edge.bridge.outputs import OFF, output_kinds
+from edge.client import NoAnswer, request
 from edge.config import ConfigError, check_value, tomllib
 from edge.metrics import listen_address
 
@@ -41,6 +45,20 @@ class StationLink:
 
     def curve(self) -> tuple[Path, Path] | None:
         return (Path(self.curve_secret), Path(self.curve_server)) if self.curve_secret else None
+
+    def sender(self) -> Callable[[dict], dict] | None:
+        """A function sending one control request to the station and returning its answer (never raising: an
+        unreachable station is an answer with its reason); None without a control endpoint."""
+        if not self.control:
+            return None
+
+        def send(payload: dict) -> dict:
+            try:
+                return request(self.control, payload, timeout_s=30.0, curve=self.curve())
+            except (NoAnswer, ValueError, zmq.ZMQError) as exc:
+                return {"ok": False, "error": f"{self.name}: {exc}"}
+
+        return send
 
 
 def setting_fields() -> dict[str, tuple[str | None, Any]]:
@@ -166,3 +184,38 @@ def parse_station_flag(text: str) -> StationLink:
     station = StationLink(name=name.strip(), verdicts=endpoint.strip())
     check_station(station)
     return station
+
+
+def add_station_flags(parser, control_help: str, security=None) -> None:
+    """``--station``, ``--snapshot``, ``--control`` and the CURVE client flags (in the argument group
+    ``security``, else a new one), for tools that follow stations."""
+    parser.add_argument(
+        "--station",
+        action="append",
+        default=[],
+        metavar="NAME=ENDPOINT",
+        help="a station's verdict endpoint (repeat for several), e.g. line3=tcp://10.0.0.5:5556",
+    )
+    parser.add_argument(
+        "--snapshot", action="append", default=[], metavar="NAME=ENDPOINT", help="that station's snapshot endpoint"
+    )
+    parser.add_argument("--control", action="append", default=[], metavar="NAME=ENDPOINT", help=control_help)
+    security = security or parser.add_argument_group("security")
+    security.add_argument("--curve-secret", help="CURVE: this tool's secret certificate (stations given by flag)")
+    security.add_argument("--curve-server", help="CURVE: the stations' public certificate")
+
+
+def station_links(args) -> list[StationLink]:
+    """The stations of :func:`add_station_flags`' flags, checked (ConfigError naming the problem)."""
+    stations = [parse_station_flag(text) for text in args.station]
+    for flag, key in (("--snapshot", "snapshot"), ("--control", "control")):
+        for text in getattr(args, key):
+            name, _, endpoint = text.partition("=")
+            match = [station for station in stations if station.name == name]
+            if not match:
+                raise ConfigError(f"{flag} {text!r}: no --station named {name!r}")
+            setattr(match[0], key, endpoint)
+    for station in stations:
+        station.curve_secret, station.curve_server = args.curve_secret, args.curve_server
+        check_station(station)
+    return stations

@@ -21,6 +21,11 @@ addr  name         words  meaning
 19    Errors       2
 21    Missed       2      … and the verdicts of this run the bridge never received (gaps in seq)
 23    Alive        1      counts up once a second while the bridge runs (wraps after 65535)
+24    RecipeNumber  1     the PLC writes the number of the recipe it wants (the recipe file's ``number``)
+25    RecipeRequest 1     … then a new request number here (1…65535, not the last one): the switch is asked for
+26    RecipeDone    1     the RecipeRequest the bridge has answered
+27    RecipeResult  1     its answer: 0 none yet, 1 busy (loading), 2 armed (in force from the next frame), 3 refused
+28    ActiveRecipe  1     the number of the recipe in force (0: the station runs one engine, or the recipe has none)
 ====  ===========  =====  ===================================================================================
 
 The handshake: the bridge presents a result (the result registers, ResultId + 1, NewResult = 1); the PLC reads
@@ -30,10 +35,17 @@ new result is dropped and counted in Overflow (the PLC also sees the jump in Seq
 overwritten unseen. Acknowledging an older ResultId is refused with exception 03 (illegal data value); repeating
 the current one is harmless. Writing any register but Acknowledge is refused with exception 02 (illegal data
 address). The counters and State are live; the result registers hold the presented (or last) result.
+
+A recipe switch (stations the bridge has a ``control`` link to): the PLC writes RecipeNumber and a new
+RecipeRequest (in one write of two registers, or the number first), waits until RecipeDone equals its request,
+then reads RecipeResult; ActiveRecipe follows once the switch is in force (from the station's status). A request
+while one is busy is refused with exception 06 (device busy); repeating the current request is harmless. The
+station's log and status topic say why a switch was refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import deque
@@ -61,7 +73,9 @@ log = logging.getLogger(__name__)
 
 NEW_RESULT, ACKNOWLEDGE, RESULT_ID, VERDICT, REASON, SEQ, FRAME_ID, SCORE, THRESHOLD = 0, 1, 2, 3, 4, 5, 7, 9, 10
 QUEUE_DEPTH, OVERFLOW, STATE, PASSED, FAILED, ERRORS, MISSED, ALIVE = 11, 12, 14, 15, 17, 19, 21, 23
-REGISTER_COUNT = 24
+RECIPE_NUMBER, RECIPE_REQUEST, RECIPE_DONE, RECIPE_RESULT, ACTIVE_RECIPE = 24, 25, 26, 27, 28
+REGISTER_COUNT = 29
+RECIPE_BUSY, RECIPE_ARMED, RECIPE_REFUSED = 1, 2, 3
 VERDICT_CODES = {"pass": 1, "fail": 2, "error": 3}
 STATE_CODES = {"offline": 0, "running": 1, "degraded": 2, "stalled": 3}
 REASON_CODES = {
@@ -109,6 +123,7 @@ class StationRegisters:
         self.overflow = 0
         self.refused = 0  # acknowledges of a ResultId that was not presented
         self.presented = 0
+        self._switch: asyncio.Task | None = None  # the recipe switch being asked for
 
     def verdict(self, verdict: dict) -> None:
         """A new verdict: presented at once if nothing waits for the PLC, else queued (or dropped when full)."""
@@ -158,6 +173,36 @@ class StationRegisters:
         counters = ((PASSED, view.passed), (FAILED, view.failed), (ERRORS, view.errors), (MISSED, view.missed))
         for address, value in counters:
             image[address : address + 2] = _words(value)
+        image[ACTIVE_RECIPE] = view.recipe_number
+
+    def request_recipe(self, request: int):
+        """The PLC wrote RecipeRequest; returns a Modbus exception code when refused, else None."""
+        image = self.image
+        if request == image[RECIPE_REQUEST] or request == 0:
+            return None  # the current request again (or a reset to none): nothing new
+        if image[RECIPE_RESULT] == RECIPE_BUSY:
+            return ExcCodes.DEVICE_BUSY
+        image[RECIPE_REQUEST], image[RECIPE_RESULT] = request, RECIPE_BUSY
+        self._switch = asyncio.get_running_loop().create_task(self._set_recipe(request, image[RECIPE_NUMBER]))
+        return None
+
+    async def _set_recipe(self, request: int, number: int) -> None:
+        view = self.view
+        if view.control is None:
+            answer = {"ok": False, "error": "the bridge has no control link to it (edge-bridge --control NAME=…)"}
+        elif not number:
+            answer = {"ok": False, "error": "RecipeNumber is 0: write the recipe's number first"}
+        else:
+            command = {"command": "set_recipe", "number": number}
+            answer = await asyncio.get_running_loop().run_in_executor(None, view.control, command)
+        ok = bool(answer.get("ok"))
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "%s: Modbus recipe request %d (number %d): %s",
+            view.name, request, number, "armed" if ok else answer.get("error"),
+        )  # fmt: skip
+        self.image[RECIPE_RESULT] = RECIPE_ARMED if ok else RECIPE_REFUSED
+        self.image[RECIPE_DONE] = request
 
     def tick(self) -> None:
         """Once a second: the Alive counter."""
@@ -167,10 +212,14 @@ class StationRegisters:
         """pymodbus calls this on every request to the unit before serving it: an acknowledge is handled, then the
         current image is copied into the unit's registers."""
         if values is not None:  # a write: read-only registers were refused before this point
-            if not address <= ACKNOWLEDGE < address + len(values):
+            written = dict(zip(range(address, address + len(values)), map(int, values), strict=True))
+            if not set(written) <= {ACKNOWLEDGE, RECIPE_NUMBER, RECIPE_REQUEST}:
                 return ExcCodes.ILLEGAL_ADDRESS
-            refused = self.acknowledge(int(values[ACKNOWLEDGE - address]))
-            if refused is not None:
+            if ACKNOWLEDGE in written and (refused := self.acknowledge(written[ACKNOWLEDGE])) is not None:
+                return refused
+            if RECIPE_NUMBER in written:
+                self.image[RECIPE_NUMBER] = written[RECIPE_NUMBER]
+            if RECIPE_REQUEST in written and (refused := self.request_recipe(written[RECIPE_REQUEST])) is not None:
                 return refused
         registers[:REGISTER_COUNT] = self.image  # the unit's block starts at address 0
         return None
@@ -227,7 +276,9 @@ class ModbusOutput:
             simdata = [
                 SimData(NEW_RESULT, values=0, datatype=DataType.REGISTERS, readonly=True),
                 SimData(ACKNOWLEDGE, values=0, datatype=DataType.REGISTERS),
-                SimData(RESULT_ID, count=REGISTER_COUNT - RESULT_ID, datatype=DataType.REGISTERS, readonly=True),
+                SimData(RESULT_ID, count=RECIPE_NUMBER - RESULT_ID, datatype=DataType.REGISTERS, readonly=True),
+                SimData(RECIPE_NUMBER, count=2, values=0, datatype=DataType.REGISTERS),
+                SimData(RECIPE_DONE, count=REGISTER_COUNT - RECIPE_DONE, datatype=DataType.REGISTERS, readonly=True),
             ]
             registers.refresh()
             devices.append(SimDevice(id=registers.view.modbus_unit, simdata=simdata, action=registers.access))

@@ -28,10 +28,15 @@ from pathlib import Path
 from edge.bridge import missing_libraries
 from edge.bridge.modbus import (
     ACKNOWLEDGE,
+    ACTIVE_RECIPE,
     NEW_RESULT,
     NO_SCORE,
     OVERFLOW,
     QUEUE_DEPTH,
+    RECIPE_DONE,
+    RECIPE_NUMBER,
+    RECIPE_REQUEST,
+    RECIPE_RESULT,
     REGISTER_COUNT,
     RESULT_ID,
     SCORE,
@@ -217,6 +222,21 @@ class ModbusPlc:
                     raise ConnectionError(f"Modbus acknowledge refused: {response}")
             else:
                 await asyncio.sleep(self.poll_s)
+
+    async def set_recipe(self, number: int, timeout_s: float = 30.0) -> tuple[int, int]:
+        """The recipe handshake: RecipeNumber and a new RecipeRequest in one write, then RecipeDone awaited;
+        returns (RecipeResult, ActiveRecipe) once answered."""
+        image = await self.registers()
+        request = image[RECIPE_REQUEST] % 65535 + 1
+        response = await self.client.write_registers(RECIPE_NUMBER, [number, request], device_id=self.unit)
+        if response.isError():
+            raise ConnectionError(f"Modbus recipe request refused: {response}")
+        deadline = time.monotonic() + timeout_s
+        while (image := await self.registers())[RECIPE_DONE] != request:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer to recipe request {request} within {timeout_s:.0f} s")
+            await asyncio.sleep(self.poll_s)
+        return image[RECIPE_RESULT], image[ACTIVE_RECIPE]
 
     async def close(self) -> None:
         if self.client is not None:

@@ -8,14 +8,11 @@ import asyncio
 import contextlib
 import logging
 
-import zmq
-
-from edge.bridge.config import BridgeConfig, StationLink
+from edge.bridge.config import BridgeConfig
 from edge.bridge.feed import StationFeed
 from edge.bridge.metrics import BridgeMetrics
 from edge.bridge.outputs import Output, OutputError, output_kinds
 from edge.bridge.station import Snapshot, StationView
-from edge.client import NoAnswer, request
 from edge.metrics import MetricsError
 from edge.security import SecurityError
 from edge.systemd import notify
@@ -27,27 +24,13 @@ class BridgeError(Exception):
     """The bridge cannot start; the message says why."""
 
 
-def control_sender(link: StationLink):
-    """A function sending one control request to ``link``'s station and returning its answer (never raising:
-    an unreachable station is an answer with its reason)."""
-
-    def send(payload: dict) -> dict:
-        try:
-            return request(link.control, payload, timeout_s=30.0, curve=link.curve())
-        except (NoAnswer, ValueError, zmq.ZMQError) as exc:
-            return {"ok": False, "error": f"{link.name}: {exc}"}
-
-    return send
-
-
 class Bridge:
     """Owns the views, outputs, feeds and metrics of one ``edge-bridge`` run."""
 
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.views = {
-            link.name: StationView(link.name, link.modbus_unit, control=control_sender(link) if link.control else None)
-            for link in config.stations
+            link.name: StationView(link.name, link.modbus_unit, control=link.sender()) for link in config.stations
         }
         self.metrics = BridgeMetrics()
         views, kinds = list(self.views.values()), output_kinds()

@@ -61,6 +61,7 @@ class StationView:
     current: bool = False  # False while offline and until the next verdict: the last verdict is not current
     received_ns: int = 0  # when the bridge received the last verdict (time.time_ns)
     recipe: str = ""  # the recipe in force, from heartbeats and status ("" for a station with one engine)
+    recipe_number: int = 0  # its PLC number (0: none)
     control: Callable[[dict], dict] | None = None  # sends a control request to the station (blocking), if linked
 
     def apply(self, event) -> str | None:
@@ -91,6 +92,8 @@ class StationView:
         recipe = payload.get("recipe")
         if isinstance(recipe, dict) and isinstance(recipe.get("name"), str | None):
             self.recipe = recipe["name"] or ""
+            number = recipe.get("number")
+            self.recipe_number = number if isinstance(number, int) and 0 < number < 65536 else 0
         if event.kind == "status" and payload.get("final"):
             return self._offline()
         self._set_health(payload.get("health"))
