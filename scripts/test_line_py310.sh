@@ -24,6 +24,7 @@ LINE_TESTS=(
     tests/test_recipes.py
     tests/test_cameras.py
     tests/test_console.py
+    tests/test_mqtt.py
 )
 
 if ! PYENV_VERSION=3.10.13 python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then

@@ -1,8 +1,9 @@
 """``edge-bridge``: a station's verdicts for PLCs and plant software that do not speak ZeroMQ.
 
 It subscribes to one or more stations like any other client (the line never waits on it) and serves what it
-receives on OPC UA (:mod:`edge.bridge.opcua`), Modbus TCP with a result handshake (:mod:`edge.bridge.modbus`) and
-Prometheus metrics (:mod:`edge.bridge.metrics`). Its libraries come with the ``bridge`` extra
+receives on OPC UA (:mod:`edge.bridge.opcua`), Modbus TCP with a result handshake (:mod:`edge.bridge.modbus`), MQTT
+into the plant's broker (:mod:`edge.bridge.mqtt`, JSON or Sparkplug B) and Prometheus metrics
+(:mod:`edge.bridge.metrics`). Its libraries come with the ``bridge`` extra
 (``pip install 'edge-inspect[bridge]'``); without them ``edge-bridge`` says so and stops.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import socket
 
-LIBRARIES = ("asyncua", "pymodbus", "prometheus_client")
+LIBRARIES = ("asyncua", "pymodbus", "prometheus_client", "paho", "pysparkplug")
 
 
 def missing_libraries(names: tuple[str, ...] = LIBRARIES) -> list[str]:

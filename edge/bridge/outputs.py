@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from edge.bridge.station import StationView
 
 OFF = "off"
-OUTPUT_MODULES = ("edge.bridge.opcua", "edge.bridge.modbus")
+OUTPUT_MODULES = ("edge.bridge.opcua", "edge.bridge.modbus", "edge.bridge.mqtt")
 
 
 class OutputError(Exception):
