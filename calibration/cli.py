@@ -12,7 +12,7 @@ from pathlib import Path
 from calibration.run import CalibrationError, calibrate
 from edge.engines import EngineError
 from edge.sidecar import SidecarError
-from edge.tool import run_tool
+from edge.tool import missing_extra, run_tool
 
 
 def calibrate_main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +30,8 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="folder for the report (default: ENGINE.calibration/)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
+    if (refused := missing_extra("edge-calibrate", "reports", ("scipy", "matplotlib"))) is not None:
+        return refused
     logging.basicConfig(level=logging.INFO, format="edge-calibrate: %(message)s")
     report = args.report or args.engine.with_name(args.engine.name + ".calibration")
 

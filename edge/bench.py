@@ -13,6 +13,7 @@ the spread of the per-round medians is reported with the numbers, and ratios are
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -28,6 +29,8 @@ import numpy as np
 
 from edge.engines import Engine, EngineError, open_engine
 from edge.sidecar import FrameSpec
+
+log = logging.getLogger(__name__)
 
 
 def percentiles(values_ms: list[float]) -> dict:
@@ -259,7 +262,11 @@ def markdown(result: dict) -> str:
 
 
 def plots(result: dict, folder: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("plots skipped: matplotlib not installed (pip install 'edge-inspect[reports]')")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -21,7 +21,7 @@ class ConfigError(Exception):
 
 ENGINE, SECURITY, CAMERA = "engine", "security", "camera"
 GROUP_TITLES = {
-    ENGINE: "engine runtime (README: choosing the runtime)",
+    ENGINE: "engine runtime (docs: export and precision)",
     SECURITY: "security (CURVE; see edge-keys)",
     CAMERA: "Basler camera (basler0, basler://SERIAL)",
 }
@@ -77,7 +77,7 @@ class StationConfig:
     max_batch: int | None = setting(None, "frames per inference (default: the engine's maximum)")
     batch_timeout_ms: float = setting(2.0, "longest wait for a batch to fill")
     queue_size: int = setting(8, "frames waiting for inference before overrun")
-    wait_subscribers: int | None = setting(None, "hold capture until N subscribers (finite sources: 1)")
+    wait_subscribers: int | None = setting(None, "hold capture until N subscribers (finite sources without --jsonl: 1)")
     wait_timeout: float = setting(10.0, "seconds to wait for them")
     jsonl: str | None = setting(None, "also write every verdict as a JSON line to this file, or - for stdout")
     rejects: str | None = setting(None, "folder for rejected frames with heatmaps (bounded)")

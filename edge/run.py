@@ -265,7 +265,9 @@ def _run_line(
             thresholds.origin,
             config.publish,
         )
-        waiting = config.wait_subscribers if config.wait_subscribers is not None else int(source.finite)
+        # A finite source waits for one subscriber, unless its verdicts go to a file: none is lost either way.
+        default = int(source.finite and not config.jsonl)
+        waiting = config.wait_subscribers if config.wait_subscribers is not None else default
         if waiting:
             publisher.wait_subscribers(waiting, config.wait_timeout)
         # The service watchdog is fed while the station makes progress; a stuck stage stops feeding it.

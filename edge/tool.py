@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable
 
@@ -24,3 +25,12 @@ def run_tool(prog: str, body: Callable[[], int], user_errors: tuple[type[Excepti
         return body()
     except (ToolError, *user_errors) as exc:
         return fail(prog, exc)
+
+
+def missing_extra(prog: str, extra: str, modules: tuple[str, ...]) -> int | None:
+    """When any of ``modules`` is not installed: :func:`fail` with the extra that brings them (exit status 2);
+    else None."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return fail(prog, f"{', '.join(missing)} not installed: pip install 'edge-inspect[{extra}]'")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge import __version__
 from edge.judge import Thresholds, judge
 from edge.publish import iso_time
 from edge.sidecar import FrameSpec
@@ -76,6 +77,7 @@ def verdict_message(
         "latency_ms": {k: round(v, 3) if v is not None else None for k, v in latency.items()},
         "model": model,
         "recipe": recipe,
+        "edge_version": __version__,
     }
 
 

@@ -16,18 +16,22 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edge.tool import run_tool
+from edge.tool import missing_extra, run_tool
 from export.errors import UserError
 
 #: edge-train's model when none is named: the best on the development sets within the CPU budget (60 s of training,
-#: 20 ms a frame at 128 px), and the best reported on the held-out ones (README, models).
+#: 20 ms a frame at 128 px), and the best reported on the held-out ones (docs/models.md).
 DEFAULT_MODEL = "patchcore"
 
 
-def _run(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv) -> int:
-    """Parse ``argv``, quieten the libraries' logs and run ``body`` as a tool whose user errors are
-    :class:`UserError`; Ctrl-C ends it with status 130."""
+def _run(
+    prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv, needs=("torch",)
+) -> int:
+    """Parse ``argv``, check that the train extra's ``needs`` are installed, quieten the libraries' logs and run
+    ``body`` as a tool whose user errors are :class:`UserError`; Ctrl-C ends it with status 130."""
     args = parser.parse_args(argv)
+    if (refused := missing_extra(prog, "train", needs)) is not None:
+        return refused
     logging.basicConfig(level=logging.INFO, format=f"{prog}: %(message)s")
     for noisy in ("onnxscript", "torch", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -95,7 +99,7 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(summary, indent=2, default=str))
         return 0
 
-    return _run("edge-dataset", body, parser, argv)
+    return _run("edge-dataset", body, parser, argv, needs=("skimage",))
 
 
 def _option_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:

@@ -18,8 +18,8 @@ mkdir -p "$out"
 started=$(date +%s)
 step() { echo; echo "== [$(($(date +%s) - started)) s] $*"; }
 
-step "installing (with the training, bridge, console and OpenVINO extras)"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[train,bridge,console,openvino]"
+step "installing (with the training, Basler, bridge, console and OpenVINO extras)"
+python3 -m pip install --quiet --disable-pip-version-check -e ".[train,basler,bridge,console,openvino]"
 
 step "demo data from scikit-image's brick photo: $out/data (train/test) and $out/calibration (held-out good parts)"
 edge-dataset --texture brick --out "$out/data" --image-size 128 > /dev/null

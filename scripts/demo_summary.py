@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"\n{len(result.escapes)} defective part(s) passed: the model scores them below the threshold (see them in "
             "eval.png). Calibrate with bad images (edge-calibrate --bad) to see the zero-escape threshold and its "
-            "false-reject rate, or choose another model for this surface (README, models)"
+            "false-reject rate, or choose another model for this surface (docs/models.md)"
         )
     found = problems(result, args.fps, args.engine_rate, probe)
     if found:

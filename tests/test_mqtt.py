@@ -1,6 +1,6 @@
 """edge-bridge into a real MQTT broker: Debian's Mosquitto on loopback, ``mosquitto_sub`` as the independent
 subscriber (a persistent session), the bridge following an emulated-camera ``edge-run``. Verdicts arrive once and
-in order (repeats of QoS 1 dropped by ``(run_id, seq)``, as the README tells consumers), across a broker outage in
+in order (repeats of QoS 1 dropped by ``(run_id, seq)``, as docs/plc.md tells consumers), across a broker outage in
 the middle of the run; states are retained; a killed bridge fires its will. Sparkplug B is read back with a
 protobuf decoder written here from the specification (not the library that encodes it). Twenty simulated
 stations go through one bridge."""
@@ -328,7 +328,7 @@ def test_sparkplug_births_data_and_deaths_read_back_with_an_independent_decoder(
         "Missed": "Int64",
         "Score": "Double",
         "Threshold": "Double",
-    }  # fmt: skip  (the README's table)
+    }  # fmt: skip  (the table in docs/plc.md)
     assert {name: m["type"] for name, m in device_birth["metrics"].items()} == expected
     after_birth = [payload["seq"] for topic, payload in messages[1:] if "/NDEATH/" not in topic]
     assert after_birth == [(i + 1) % 256 for i in range(len(after_birth))]  # seq counts every message, wraps

@@ -9,15 +9,9 @@ into the plant's broker (:mod:`edge.bridge.mqtt`, JSON or Sparkplug B) and Prome
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 
-LIBRARIES = ("asyncua", "pymodbus", "prometheus_client", "paho", "pysparkplug")
-
-
-def missing_libraries(names: tuple[str, ...] = LIBRARIES) -> list[str]:
-    """Those of ``names`` that are not installed."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
+LIBRARIES = ("asyncua", "pymodbus", "prometheus_client", "paho", "pysparkplug")  # the bridge extra's
 
 
 def bind_error(host: str, port: int) -> str | None:

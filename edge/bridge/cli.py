@@ -12,14 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.bridge import missing_libraries
-from edge.tool import ToolError, fail, run_tool
+from edge.bridge import LIBRARIES
+from edge.tool import ToolError, missing_extra, run_tool
 
 EPILOG = """
 Each station is an OPC UA object (ns=2;s=<station>, variables ns=2;s=<station>.Seq, .Verdict, .Score, ...;
 Seq is written last) and a Modbus unit (1, 2, ... in the order given) with a NewResult/Acknowledge handshake:
 read the result when NewResult = 1, then write ResultId (register 2) to Acknowledge (register 1). Register
-table and node ids: README, "Connecting a PLC". The line never waits on the bridge; a station silent for three
+table and node ids: docs/plc.md. The line never waits on the bridge; a station silent for three
 heartbeats shows State offline.
 
 examples:
@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_flags(parser, ((key, spec) for key, (_, spec) in setting_fields().items()))
     parser.add_argument("--verbose", action="store_true", help="log every connection and snapshot")
     args = parser.parse_args(argv)
-    if missing := missing_libraries():
-        return fail("edge-bridge", f"{', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'")
+    if (refused := missing_extra("edge-bridge", "bridge", LIBRARIES)) is not None:
+        return refused
     logging.basicConfig(level=logging.INFO, format="edge-bridge: %(message)s")
     for noisy in ("asyncua", "pymodbus"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
@@ -96,8 +96,8 @@ def certs_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default=socket.gethostname(), help="host name in the certificate (default: this)")
     parser.add_argument("--days", type=int, default=730)
     args = parser.parse_args(argv)
-    if missing := missing_libraries(("asyncua",)):
-        return fail("edge-bridge", f"{', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'")
+    if (refused := missing_extra("edge-bridge", "bridge", ("asyncua",))) is not None:
+        return refused
     from edge.bridge.certs import make_certificate
 
     uri = args.uri or ("urn:edge-inspect:bridge" if not args.client else f"urn:edge-inspect:{args.name}")

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bridge import missing_libraries
+from edge.bridge import LIBRARIES
 from edge.bridge.modbus import (
     ACKNOWLEDGE,
     ACTIVE_RECIPE,
@@ -45,7 +45,7 @@ from edge.bridge.modbus import (
     VERDICT_CODES,
 )
 from edge.bridge.opcua import NAMESPACE, certificate_uri
-from edge.tool import ToolError, fail, run_tool
+from edge.tool import ToolError, missing_extra, run_tool
 
 try:
     from asyncua import Client, ua
@@ -334,8 +334,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not (args.opcua or args.modbus):
         parser.error("give --opcua and/or --modbus")
-    if missing := missing_libraries():
-        return fail("probe", f"{', '.join(missing)} not installed: pip install 'edge-inspect[bridge]'")
+    if (refused := missing_extra("probe", "bridge", LIBRARIES)) is not None:
+        return refused
     args.keys = (args.certificate, args.private_key, args.server_certificate)
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # its notes on revised session values are not news here
 

@@ -11,7 +11,7 @@ Topics ``spBv1.0/GROUP/TYPE/NODE[/DEVICE]``: GROUP is ``mqtt_group``, NODE ``mqt
   again when it is back). ``seq`` counts every message after NBIRTH, 0…255 and round again.
 * A host's NCMD ``Node Control/Rebirth = true`` makes the node send NBIRTH and every DBIRTH again.
 
-Device metrics (README, "Sparkplug B"): ``Verdict``, ``Reason``, ``State``, ``Health``, ``Recipe``, ``Model``,
+Device metrics (docs/plc.md, "Sparkplug B"): ``Verdict``, ``Reason``, ``State``, ``Health``, ``Recipe``, ``Model``,
 ``RunId`` (String); ``Seq``, ``FrameId``, ``Passed``, ``Failed``, ``Errors``, ``Missed`` (Int64); ``Score``,
 ``Threshold`` (Double, null on error verdicts). Verdicts sent after a reconnect that were queued before it are
 marked historical. Consumers drop repeats (QoS 1) by ``RunId`` and ``Seq``.

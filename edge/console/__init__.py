@@ -8,11 +8,4 @@ Its libraries come with the ``console`` extra (``pip install 'edge-inspect[conso
 
 from __future__ import annotations
 
-import importlib.util
-
-LIBRARIES = ("starlette", "uvicorn", "argon2", "itsdangerous")
-
-
-def missing_libraries() -> list[str]:
-    """The console's libraries that are not installed."""
-    return [name for name in LIBRARIES if importlib.util.find_spec(name) is None]
+LIBRARIES = ("starlette", "uvicorn", "argon2", "itsdangerous", "scipy")  # the console extra's

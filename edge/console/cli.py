@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.console import missing_libraries
-from edge.tool import ToolError, fail, run_tool
+from edge.console import LIBRARIES
+from edge.tool import ToolError, missing_extra, run_tool
 
 EPILOG = """
 examples:
@@ -53,8 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--private-key", type=Path, help="HTTPS: its private key (PEM)")
     parser.add_argument("--offline-heartbeats", type=int, default=3, help="heartbeats missed before offline")
     args = parser.parse_args(argv)
-    if missing := missing_libraries():
-        return fail("edge-console", f"{', '.join(missing)} not installed: pip install 'edge-inspect[console]'")
+    if (refused := missing_extra("edge-console", "console", LIBRARIES)) is not None:
+        return refused
     logging.basicConfig(level=logging.INFO, format="edge-console: %(message)s")
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     from edge.bridge import bind_error
@@ -128,8 +128,8 @@ def hash_main(argv: Sequence[str]) -> int:
     parser.add_argument("--user", default="NAME")
     parser.add_argument("--role", default="viewer", choices=("viewer", "operator"))
     args = parser.parse_args(argv)
-    if missing := missing_libraries():
-        return fail("edge-console", f"{', '.join(missing)} not installed: pip install 'edge-inspect[console]'")
+    if (refused := missing_extra("edge-console", "console", LIBRARIES)) is not None:
+        return refused
     from edge.console.users import hash_password
 
     def body() -> int:

@@ -71,7 +71,9 @@ class OpenVinoEngine(Engine):
         try:
             import openvino as ov
         except ImportError as exc:
-            raise EngineError("OpenVINO is not installed: pip install openvino, or use --backend onnxruntime") from exc
+            raise EngineError(
+                "OpenVINO is not installed: pip install 'edge-inspect[openvino]', or use --backend onnxruntime"
+            ) from exc
         core = ov.Core()
         if self.inference_precision == "bf16" and "BF16" not in cpu_capabilities(core):
             raise EngineError(

@@ -125,7 +125,9 @@ class TorchEngine(Engine):
         try:
             import torch
         except ImportError as exc:
-            raise EngineError(".pt2 artefacts need torch: pip install torch, or use the .onnx artefact") from exc
+            raise EngineError(
+                ".pt2 artefacts need torch: pip install 'edge-inspect[train]', or use the .onnx artefact"
+            ) from exc
         try:
             from torch.export.passes import move_to_device_pass
         except ImportError as exc:

@@ -67,7 +67,7 @@ def _pylon():
     try:
         from pypylon import genicam, pylon
     except ImportError as exc:
-        raise SourceError("Basler cameras need pypylon: pip install pypylon") from exc
+        raise SourceError("Basler cameras need pypylon: pip install 'edge-inspect[basler]'") from exc
     return pylon, genicam
 
 
@@ -78,6 +78,7 @@ class BaslerSource(Source):
     def __init__(self, uri: str, index: int | None, serial: str | None, settings: CameraSettings) -> None:
         if settings.trigger not in TRIGGERS:
             raise SourceError(f"trigger {settings.trigger!r}: use one of {', '.join(TRIGGERS)}")
+        _pylon()  # no pypylon is a set-up error, found before the station starts (not a camera to wait for)
         self.uri, self.index, self.serial, self.settings = uri, index, serial, settings
         self._camera = None
         self._converter = None

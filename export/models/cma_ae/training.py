@@ -30,7 +30,7 @@ from export.nn.sparse_memory import addressing_entropy
 
 @dataclass(frozen=True)
 class CMAAETraining:
-    """How CMA-AE trains; the defaults are the CPU preset (the README gives the GPU preset's flags)."""
+    """How CMA-AE trains; the defaults are the CPU preset (docs/models.md gives the GPU preset's flags)."""
 
     stage1_iterations: int = field(default=1000, metadata={"help": "steps on good patches, repair bypassed"})
     stage2_iterations: int = field(default=1000, metadata={"help": "steps with simulated defects, memory frozen"})

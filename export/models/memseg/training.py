@@ -26,7 +26,7 @@ from export.nn.trunk import build_trunk
 
 @dataclass(frozen=True)
 class MemSegTraining:
-    """How MemSeg trains; the defaults are the GPU preset's recipe (the README gives the CPU preset's flags)."""
+    """How MemSeg trains; the defaults are the GPU preset's recipe (docs/models.md gives the CPU preset's flags)."""
 
     iterations: int = field(default=2000, metadata={"help": "optimiser steps"})
     batch_size: int = field(default=8, metadata={"help": "half good, half simulated defects"})

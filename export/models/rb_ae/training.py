@@ -45,7 +45,7 @@ MINMAX_FLOOR = 1e-6
 
 @dataclass(frozen=True)
 class RBAETraining:
-    """How RB-AE trains; the defaults are the CPU preset (the README gives the GPU preset's flags)."""
+    """How RB-AE trains; the defaults are the CPU preset (docs/models.md gives the GPU preset's flags)."""
 
     phase1_iterations: int = field(default=600, metadata={"help": "encoder + decoder steps (Eq. 14)"})
     phase2_iterations: int = field(default=600, metadata={"help": "steps with the encoder frozen (Eq. 17)"})
