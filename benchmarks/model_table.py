@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.thresholds import false_reject_threshold
 from edge.bench import bench_engine, machine
 from edge.engines import open_engine
+from edge.false_rejects import false_reject_threshold
 from edge.sidecar import FrameSpec, ScoreSpec
 from export.checkpoint import load_model
 from export.data.images import list_images, load_test_set, read_image, resize_image

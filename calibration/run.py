@@ -11,13 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration.thresholds import (
+from edge.engines import Engine, open_engine
+from edge.false_rejects import (
     CalibrationError,
     false_reject_threshold,
     pixel_threshold,
     with_bad_images,
 )
-from edge.engines import Engine, open_engine
 from edge.frames import camera_frame
 from edge.sidecar import read_sidecar, write_sidecar
 from edge.sources import IMAGE_SUFFIXES

@@ -53,7 +53,9 @@ class StationConfig:
     recipes: str | None = setting(
         None, "folder of recipes (NAME.toml: engine, thresholds, camera), instead of --engine"
     )
-    recipe: str | None = setting(None, "with --recipes: the recipe to start with")
+    recipe: tuple[str, ...] = setting(
+        (), "with --recipes: the recipe to start with; once per camera to start each camera on its own"
+    )
     backend: str = setting(
         "auto", "auto: by the artefact's suffix; openvino runs an .onnx on OpenVINO (CPU)", group=ENGINE,
         choices=_backend_names,
@@ -114,8 +116,9 @@ class StationConfig:
     emulator_images: str | None = setting(None, "pylon camera emulator only: folder of images to stream", group=CAMERA)
 
     def __post_init__(self) -> None:
-        if isinstance(self.camera, str):  # one camera, as a text
-            self.camera = (self.camera,) if self.camera else ()
+        for key in ("camera", "recipe"):
+            if isinstance(getattr(self, key), str):  # one, as a text
+                setattr(self, key, (getattr(self, key),) if getattr(self, key) else ())
 
     def engine_settings(self) -> dict:
         """The keyword arguments of :func:`edge.engines.open_engine` besides the artefact."""
@@ -159,6 +162,11 @@ class StationConfig:
                 )
             if not config.recipe:
                 raise ConfigError("--recipes needs --recipe NAME: the recipe to start with")
+            if len(config.recipe) not in (1, len(config.camera)):
+                raise ConfigError(
+                    f"{len(config.recipe)} recipes for {len(config.camera)} cameras: give --recipe once (every "
+                    "camera starts on it) or once per camera, in the cameras' order"
+                )
         elif config.recipe:
             raise ConfigError("--recipe needs --recipes DIR: the folder of recipe files")
         for key in ("engine", "camera"):

@@ -8,7 +8,7 @@ Names (label ``station`` on all): ``edge_frames_total``, ``edge_verdicts_total{v
 ``edge_errors_total{reason}``, ``edge_queue_depth``, ``edge_health{health}`` (1 for the current one),
 ``edge_inference_seconds`` and ``edge_latency_seconds`` (frame received → verdict published) histograms,
 ``edge_drift_shift_std`` and ``edge_drift`` (0/1), ``edge_camera_fps``, and ``edge_engine_info`` with the
-engine's file, backend, precision and model sha256 as labels.
+file, backend, precision and model sha256 of the engine in force, and its recipe, as labels.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class StationMetrics:
 
     name, required = "metrics", False
 
-    def __init__(self, address: str, pipeline, engine) -> None:
+    def __init__(self, address: str, pipeline) -> None:
         if prometheus_client is None:
             raise MetricsError("metrics need prometheus_client: pip install 'edge-inspect[bridge]'")
         station = pipeline.options.station
@@ -83,7 +83,7 @@ class StationMetrics:
             buckets=LATENCY_BUCKETS_S,
         ).labels(station)
         self._received: deque[int] = deque(maxlen=20000)  # receive times (ns) of the last frames
-        self.registry.register(_PipelineCollector(pipeline, engine, self.frame_rate))
+        self.registry.register(_PipelineCollector(pipeline, self.frame_rate))
         self._server, _ = serve(address, self.registry)
 
     def write(self, verdict: dict, job) -> None:
@@ -114,16 +114,20 @@ class StationMetrics:
 
 
 class _PipelineCollector:
-    """Reads the pipeline's counters and state at scrape time."""
+    """Reads the pipeline's counters and state at scrape time (the engine: the recipe's in force)."""
 
-    def __init__(self, pipeline, engine, frame_rate) -> None:
+    def __init__(self, pipeline, frame_rate) -> None:
         self.pipeline, self.frame_rate = pipeline, frame_rate
         self.station = pipeline.options.station
-        self.info = {
+
+    def engine_info(self) -> dict:
+        engine = self.pipeline.recipe.engine
+        return {
             "engine": engine.path.name,
             "backend": engine.backend,
             "precision": str(engine.sidecar.precision),
             "model": f"sha256:{engine.sidecar.sha256}",
+            "recipe": self.pipeline.recipe.name or "",
             "version": __version__,
         }
 
@@ -147,7 +151,7 @@ class _PipelineCollector:
         fps = GaugeMetricFamily("edge_camera_fps", "Frames received per second (last 5 s)", labels=["station"])
         fps.add_metric(station, self.frame_rate())
         info = InfoMetricFamily("edge_engine", "The engine and model the station runs", labels=["station"])
-        info.add_metric(station, self.info)
+        info.add_metric(station, self.engine_info())
         yield from (frames, verdicts, errors, queue, health, fps, info)
         if pipeline.drift is not None:
             shift = pipeline.drift.shift_std()

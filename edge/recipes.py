@@ -179,9 +179,10 @@ class RecipeBook:
                 del self._engines[engine.path.resolve()]
         engine.deactivate()
 
-    def load(self, name: str, frame: FrameSpec) -> Recipe:
-        """Recipe ``name`` ready for frames like ``frame``: its engine shared when another recipe in force runs
-        the same artefact, else opened, checked and warmed here; RecipeError (one line) when it cannot run."""
+    def load(self, name: str, frame: FrameSpec | None = None) -> Recipe:
+        """Recipe ``name`` ready for frames like ``frame`` (None: a camera still to be opened for the recipe's own
+        frames): its engine shared when another recipe in force runs the same artefact, else opened, checked and
+        warmed here; RecipeError (one line) when it cannot run."""
         values = self.read(name)
         path = (self.folder / values["engine"]).resolve()
         with self._lock:
@@ -209,16 +210,17 @@ class RecipeBook:
         return entry[0]
 
     @staticmethod
-    def _check_frame(name: str, engine: Engine, frame: FrameSpec) -> None:
+    def _check_frame(name: str, engine: Engine, frame: FrameSpec | None) -> None:
         theirs = engine.frame
-        if (theirs.width, theirs.height, theirs.pixel_format) != (frame.width, frame.height, frame.pixel_format):
+        mine = (theirs.width, theirs.height, theirs.pixel_format)
+        if frame is not None and mine != (frame.width, frame.height, frame.pixel_format):
             raise RecipeError(
                 f"recipe {name}: {engine.path.name} takes {theirs.width}x{theirs.height} {theirs.pixel_format} "
                 f"frames, the camera gives {frame.width}x{frame.height} {frame.pixel_format}: export it for this "
                 "camera (edge-export --frame-size, --pixel-format)"
             )
 
-    def _warm(self, name: str, frame: FrameSpec) -> Engine:
+    def _warm(self, name: str, frame: FrameSpec | None) -> Engine:
         """Recipe ``name``'s engine opened, checked against ``frame``, activated and warmed."""
         engine, _, _ = self.open(name)
         self._check_frame(name, engine, frame)

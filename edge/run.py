@@ -12,7 +12,6 @@ shared inference stage fills its batches across cameras. A camera lost does not 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import queue
 import re
@@ -32,7 +31,7 @@ from edge.judge import ThresholdError, Thresholds
 from edge.metrics import MetricsError, StationMetrics
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import PublishError, VerdictPublisher, new_run_id
-from edge.recipes import RecipeBook, RecipeError
+from edge.recipes import Recipe, RecipeBook, RecipeError
 from edge.security import CurveServer
 from edge.sinks import JsonlSink, RejectStore
 from edge.snapshot import SnapshotError, SnapshotServer
@@ -63,9 +62,9 @@ def offset_endpoint(endpoint: str, index: int) -> str:
 
 def camera_config(config: StationConfig, index: int) -> StationConfig:
     """Camera ``index``'s own station settings in a station of several cameras: its URI, the name
-    ``STATION/camN``, the publish, control and snapshot endpoints and the metrics port moved by
-    :data:`PORT_STEP` per camera, the
-    JSON-lines file ``NAME-camN.EXT`` and the reject records in ``REJECTS/camN`` (standard output is shared)."""
+    ``STATION/camN``, its recipe to start with (``--recipe`` once per camera, or the one for all), the publish,
+    control and snapshot endpoints and the metrics port moved by :data:`PORT_STEP` per camera, the JSON-lines file
+    ``NAME-camN.EXT`` and the reject records in ``REJECTS/camN`` (standard output is shared)."""
     n = index + 1
     jsonl = config.jsonl
     if jsonl and jsonl != "-":
@@ -75,6 +74,7 @@ def camera_config(config: StationConfig, index: int) -> StationConfig:
     return dataclasses.replace(
         config,
         camera=(config.camera[index],),
+        recipe=config.recipe[index : index + 1] if len(config.recipe) > 1 else config.recipe,
         station=f"{config.station}/cam{n}",
         publish=offset_endpoint(config.publish, index),
         jsonl=jsonl,
@@ -88,42 +88,64 @@ def run_station(config: StationConfig) -> int:
     failed for good (the final status and the log say which and why: systemd's ``Restart=on-failure`` restarts
     the station) or a finite source ended with every frame an error (nothing was inspected); with several
     cameras, the highest of their lines'."""
-    book, recipe_camera = None, {}
     try:
-        if config.recipes:
-            book = RecipeBook(Path(config.recipes), config.engine_settings(), config.max_batch)
-            engine, thresholds, recipe_camera = book.open(config.recipe)
-            book.adopt(engine, len(config.camera))  # each camera's line releases it once it is done with it
+        book = RecipeBook(Path(config.recipes), config.engine_settings(), config.max_batch) if config.recipes else None
+        if len(config.camera) > 1:
+            return _run_cameras(config, book)
+        recipe_camera = {}
+        if book is not None:
+            engine, thresholds, recipe_camera = book.open(config.recipe[0])
+            book.adopt(engine, 1)  # the line releases it once it is done with it
         else:
             engine = open_engine(Path(config.engine), **config.engine_settings())
             thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
     except (EngineError, ThresholdError, RecipeError) as exc:
         raise RunError(str(exc)) from exc
     max_batch = min(config.max_batch or engine.frame.max_batch, engine.frame.max_batch)
-    line = functools.partial(_run_line, engine=engine, thresholds=thresholds, book=book, recipe_camera=recipe_camera)
-    if len(config.camera) == 1:
-        pipelines: list[Pipeline] = []
+    pipelines: list[Pipeline] = []
+    try:
+        return _run_line(
+            config, engine=engine, thresholds=thresholds, book=book, recipe_camera=recipe_camera,
+            max_batch=max_batch, started=pipelines.append, warm=True,
+        )  # fmt: skip
+    finally:
+        for pipeline in pipelines:
+            pipeline.release_recipes()
+        engine.deactivate()
+
+
+def _starting_recipes(config: StationConfig, configs: list[StationConfig], book: RecipeBook | None) -> list[Recipe]:
+    """Each camera's recipe to start with, its engine activated and warmed: one engine per distinct artefact (the
+    book shares them), or the station's one engine without recipes."""
+    if book is not None:
+        recipes: list[Recipe] = []
         try:
-            return line(config, max_batch=max_batch, started=pipelines.append, warm=True)
-        finally:
-            for pipeline in pipelines:
-                pipeline.release_recipes()
-            engine.deactivate()
-    return _run_cameras(config, engine, max_batch, line)
+            for camera in configs:
+                recipes.append(book.load(camera.recipe[0]))
+        except RecipeError as exc:
+            for recipe in recipes:
+                recipe.release()
+            raise RunError(str(exc)) from exc
+        return recipes
+    try:
+        engine = open_engine(Path(config.engine), **config.engine_settings())
+        thresholds = Thresholds.resolve(engine.sidecar, config.threshold, config.pixel_threshold)
+        batch = min(config.max_batch or engine.frame.max_batch, engine.frame.max_batch)
+        engine.activate()
+        engine.infer(np.zeros((batch, *engine.frame.frame_shape()), np.uint8))  # warm-up, and proof it runs
+    except (EngineError, ThresholdError) as exc:
+        raise RunError(str(exc)) from exc
+    return [Recipe(None, engine, Thresholds(thresholds.score, thresholds.pixel, thresholds.origin)) for _ in configs]
 
 
-def _run_cameras(config: StationConfig, engine, max_batch: int, line: Callable[..., int]) -> int:
+def _run_cameras(config: StationConfig, book: RecipeBook | None) -> int:
     """One line per camera on threads, one shared inference stage; the exit status is the highest of theirs."""
     configs = [camera_config(config, i) for i in range(len(config.camera))]
+    starts = _starting_recipes(config, configs, book)
+    max_batch = max(min(config.max_batch or r.engine.frame.max_batch, r.engine.frame.max_batch) for r in starts)
     inference = Inference(
         queue.Queue(maxsize=config.queue_size * len(configs)), max_batch, config.batch_timeout_ms, len(configs)
     )
-    try:
-        engine.activate()
-        engine.infer(np.zeros((max_batch, *engine.frame.frame_shape()), np.uint8))  # warm-up, and proof it runs
-    except EngineError as exc:
-        engine.deactivate()
-        raise RunError(str(exc)) from exc
     pipelines: dict[int, Pipeline] = {}
     results: dict[int, int | str] = {}
     run_id = new_run_id()  # one run of the station: every camera's messages carry it
@@ -132,10 +154,13 @@ def _run_cameras(config: StationConfig, engine, max_batch: int, line: Callable[.
         def started(pipeline: Pipeline) -> None:
             pipelines[index] = pipeline
 
+        start = starts[index]
         try:
-            results[index] = line(
-                configs[index], max_batch=max_batch, started=started, inference=inference, run_id=run_id
-            )
+            results[index] = _run_line(
+                configs[index], engine=start.engine, thresholds=start.thresholds, book=book,
+                recipe_camera=start.camera, max_batch=max_batch, started=started, inference=inference,
+                run_id=run_id,
+            )  # fmt: skip
         except Exception as exc:  # this camera's line could not start: the others go on
             results[index] = str(exc)
             if index not in pipelines or not pipelines[index].ran:
@@ -159,9 +184,11 @@ def _run_cameras(config: StationConfig, engine, max_batch: int, line: Callable[.
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for pipeline in pipelines.values():
-            pipeline.release_recipes()
-        engine.deactivate()
+        for index, start in enumerate(starts):
+            if index in pipelines:
+                pipelines[index].release_recipes()  # what the line runs now (its first recipe, or a later one)
+            else:
+                start.release()
     failed = {configs[i].station: why for i, why in results.items() if isinstance(why, str)}
     for station, why in failed.items():
         log.error("%s did not run: %s", station, why)
@@ -241,22 +268,21 @@ def _run_line(
             stall_s=config.stall_s,
         )
         drift = DriftMonitor.from_calibration(engine.sidecar.calibration, engine.sidecar.score)
-        pipeline = Pipeline(
-            source, engine, publisher, thresholds, options, sinks, drift, book, config.recipe, inference
-        )
+        recipe = config.recipe[0] if config.recipe else None
+        pipeline = Pipeline(source, engine, publisher, thresholds, options, sinks, drift, book, recipe, inference)
         started(pipeline)
         if config.snapshot:
             sinks.append(SnapshotServer(config.snapshot, pipeline.status, curve=curve))
             pipeline.add_sink(sinks[-1])
         if config.metrics:
-            sinks.append(StationMetrics(config.metrics, pipeline, engine))
+            sinks.append(StationMetrics(config.metrics, pipeline))
             pipeline.add_sink(sinks[-1])
         if config.control:
             control = ControlServer(config.control, pipeline.control, curve=curve)
         log.info(
             "%s: %s%s (%s, %s) on %s, threshold %.4f (%s), publishing on %s",
             config.station,
-            f"recipe {config.recipe}: " if config.recipe else "",
+            f"recipe {config.recipe[0]}: " if config.recipe else "",
             engine.path.name,
             engine.backend,
             engine.sidecar.precision,

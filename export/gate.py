@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.thresholds import CalibrationError, false_reject_threshold
 from edge.engines import EngineError, open_engine
+from edge.false_rejects import CalibrationError, false_reject_threshold
 from edge.frames import frames_from_images
 from edge.sidecar import FrameSpec, Sidecar, read_sidecar, write_sidecar
 from export.data.images import list_images, read_image

@@ -14,9 +14,9 @@ from scipy import stats
 
 import calibration.run as calibration_run
 from calibration.run import CalibrationError, calibrate
-from calibration.thresholds import clopper_pearson_upper, false_reject_threshold, minimum_good
 from edge.drift import DriftMonitor
 from edge.engines import open_engine
+from edge.false_rejects import clopper_pearson_upper, false_reject_threshold, minimum_good
 from edge.judge import ThresholdError, Thresholds
 from edge.sidecar import read_sidecar, sidecar_path
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from edge.bridge.config import parse_station_flag
 from edge.client import VerdictSubscriber
 from edge.config import ConfigError, StationConfig
 from edge.run import camera_config, offset_endpoint
+from tests.emulator import emulator_images
 from tests.test_faults import ROOT, assert_one_verdict_per_frame
 from tests.test_runtime import free_endpoint
 
@@ -50,10 +50,7 @@ def test_four_emulated_cameras_share_one_engine_and_one_unplugged_costs_the_othe
     onnx_engine: Path, part_folder: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (pip install pypylon)")
-    images = tmp_path / "images"
-    images.mkdir()
-    for path in sorted(part_folder.glob("0[0-4]*.png"))[:4]:
-        shutil.copy(path, images / path.name)
+    images = emulator_images(part_folder, tmp_path)
     endpoint = free_endpoint()
     while int(endpoint.rsplit(":", 1)[1]) + 10 * CAMERAS >= 65536:  # room for the cameras' ports
         endpoint = free_endpoint()

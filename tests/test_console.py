@@ -23,12 +23,12 @@ pytest.importorskip("starlette", reason="the console extra is not installed")
 pytest.importorskip("argon2", reason="the console extra is not installed")
 
 from calibration.run import calibrate, score_images  # noqa: E402
-from calibration.thresholds import false_reject_at, recalibrated  # noqa: E402
 from edge.client import VerdictSubscriber  # noqa: E402
 from edge.config import ConfigError  # noqa: E402
 from edge.console.review import Rejects, Review, ReviewError  # noqa: E402
 from edge.console.users import Users, hash_password  # noqa: E402
 from edge.engines import open_engine  # noqa: E402
+from edge.false_rejects import false_reject_at, recalibrated  # noqa: E402
 from edge.sidecar import ScoreSpec  # noqa: E402
 from tests.test_bridge import free_port  # noqa: E402
 from tests.test_runtime import cli  # noqa: E402
@@ -110,7 +110,7 @@ def test_a_review_mark_copies_the_frame_and_re_calibration_is_estimated_with_the
     with pytest.raises(ReviewError, match="use one of good, defect"):
         review.mark("line3/cam1", Rejects(rejects), record, "maybe", "alice")
     # the estimate: false rejects marked good above the threshold raise it, and the current one rejects more
-    from calibration.thresholds import false_reject_threshold
+    from edge.false_rejects import false_reject_threshold
 
     score = ScoreSpec("probability")
     good = np.random.default_rng(0).beta(2, 8, 200)

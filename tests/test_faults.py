@@ -24,6 +24,7 @@ from edge.judge import Thresholds
 from edge.pipeline import Pipeline, PipelineOptions
 from edge.publish import VerdictPublisher
 from edge.sources import FolderSource, Source
+from tests.emulator import emulator_images
 from tests.fault_parts import FaultyOutputs, FaultySource
 from tests.test_runtime import SCHEMA, cli, free_endpoint
 
@@ -390,10 +391,7 @@ def test_the_emulated_camera_removed_mid_run_is_reported_lost_then_back_and_ever
                 self._camera.DestroyDevice()
             return super().read(timeout)
 
-    images = tmp_path / "images"
-    images.mkdir()
-    for path in sorted(part_folder.glob("0[0-4]*.png"))[:4]:
-        (images / path.name).write_bytes(path.read_bytes())
+    images = emulator_images(part_folder, tmp_path)
     settings = CameraSettings(64, 64, "rgb8", trigger="software", fps=20, emulator_images=str(images))
     source = Removed("basler0", 0, None, settings)
     pipeline, messages = bounded_run(open_engine(onnx_engine), source, max_frames=12, heartbeat_s=0.2)

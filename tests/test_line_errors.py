@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from edge.cli import bench_main
+from tests.emulator import emulator_images
 from tests.test_runtime import SCHEMA, free_endpoint, station
 
 
@@ -69,10 +70,7 @@ def test_emulated_camera_verdicts_carry_the_trigger_time_and_no_fake_camera_cloc
     onnx_engine: Path, part_folder: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (pip install pypylon)")
-    images = tmp_path / "images"
-    images.mkdir()
-    for path in sorted(part_folder.glob("0[0-4]*.png"))[:4]:
-        cv2.imwrite(str(images / path.name), cv2.imread(str(path)))
+    images = emulator_images(part_folder, tmp_path)
     out = tmp_path / "verdicts.jsonl"
     args = ["--trigger", "software", "--emulator-images", str(images), "--fps", "20", "--max-frames", "6"]
     args += ["--threshold", "0.5", "--wait-subscribers", "0", "--jsonl", str(out)]

@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("paho.mqtt.client", reason="the bridge extra is not installed")
 pytest.importorskip("pysparkplug", reason="the bridge extra is not installed")
 
+from tests.emulator import emulator_images  # noqa: E402
 from tests.test_bridge import BRIDGE, Station, free_port, scrape, wait_port  # noqa: E402
 from tests.test_runtime import cli  # noqa: E402
 
@@ -123,10 +124,7 @@ def wait_for(condition, timeout_s: float, what: str):
 
 def emulated_station(part_folder: Path, tmp_path: Path, endpoint: str, frames: int, fps: float, onnx_engine: Path):
     pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (pip install pypylon)")
-    images = tmp_path / "images"
-    images.mkdir()
-    for path in sorted(part_folder.glob("0*.png"))[:12]:
-        shutil.copy(path, images / path.name)
+    images = emulator_images(part_folder, tmp_path, 12)
     command = [
         *cli("run_main"), "--engine", str(onnx_engine), "--camera", "basler0", "--trigger", "software",
         "--fps", str(fps), "--emulator-images", str(images), "--max-frames", str(frames), "--station", "line1",
@@ -406,3 +404,54 @@ def test_mqtt_settings_are_checked_with_one_line_each(tmp_path: Path) -> None:
     finally:
         bridge.terminate()
         assert bridge.wait(timeout=20) == 0, "".join(log)
+
+
+def test_the_console_fleet_view_reads_the_stations_from_the_broker(broker: Broker, tmp_path: Path) -> None:
+    pytest.importorskip("starlette", reason="the console extra is not installed")
+    import urllib.request
+
+    from tests.test_console import console_command
+
+    endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    stations = [Station(e, f"line{i}/cam1", heartbeat_s=0.5) for i, e in enumerate(endpoints)]
+    flags = [flag for i, e in enumerate(endpoints) for flag in ("--station", f"line{i}/cam1={e}")]
+    bridge, _, _ = start_bridge(
+        *flags, "--opcua", "off", "--modbus", "off", "--mqtt", broker.url, "--mqtt-prefix", PREFIX,
+        "--mqtt-queue", str(tmp_path / "queue"), "--mqtt-client-id", "bridge7",
+    )  # fmt: skip
+    web = free_port()
+    console = subprocess.Popen(
+        console_command("--mqtt", broker.url, "--mqtt-prefix", PREFIX, "--listen", f"127.0.0.1:{web}"),
+        stderr=subprocess.DEVNULL,
+    )
+
+    def fleet() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/api/events", timeout=10) as stream:
+            for line in stream:
+                if line.startswith(b"data: "):
+                    return {s["name"]: s for s in json.loads(line[6:])["stations"]}
+        return {}
+
+    try:
+        wait_port(web, console)
+        time.sleep(1.0)
+        for i in range(30):
+            for station in stations:
+                station.verdict(i)
+                station.heartbeat()
+            time.sleep(0.05)
+        shown = wait_for(
+            lambda: (f := fleet()) and all(s["counters"]["pass"] + s["counters"]["fail"] + s["counters"]["error"]
+                                           == 30 for s in f.values()) and len(f) == 2 and f,
+            30, "both stations' counters on the console",
+        )  # fmt: skip
+        assert shown["line0/cam1"]["last"]["seq"] == 29 and shown["line1/cam1"]["state"] == "running"
+        bridge.send_signal(signal.SIGKILL)  # its will: the console shows its stations offline
+        bridge.wait(timeout=10)
+        wait_for(lambda: all(s["state"] == "offline" for s in fleet().values()), 40, "offline after the will")
+    finally:
+        for process in (bridge, console):
+            if process.poll() is None:
+                process.kill()
+        for station in stations:
+            station.close()

@@ -17,6 +17,7 @@ from edge.engines import open_engine
 from edge.recipes import RecipeBook, RecipeError
 from edge.sidecar import FrameSpec
 from tests.colour_model import write_colour_model
+from tests.emulator import emulator_images
 from tests.test_faults import assert_one_verdict_per_frame, bounded_run, verdicts_of
 from tests.test_runtime import cli, free_endpoint
 
@@ -53,10 +54,7 @@ def emulated_camera(part_folder: Path, tmp_path: Path, fps: float = FPS):
     pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (pip install pypylon)")
     from edge.sources.basler import BaslerSource, CameraSettings
 
-    images = tmp_path / "images"
-    images.mkdir()
-    for path in sorted(part_folder.glob("0[0-4]*.png"))[:4]:
-        shutil.copy(path, images / path.name)
+    images = emulator_images(part_folder, tmp_path)
     settings = CameraSettings(64, 64, "rgb8", trigger="software", fps=fps, emulator_images=str(images))
     return BaslerSource("basler0", 0, None, settings)
 
@@ -358,3 +356,31 @@ def test_an_opcua_client_and_a_modbus_plc_switch_the_recipe_through_the_bridge(
     assert shown == "B"  # the heartbeats after the switch carry it
     assert by_plc[0][0] == RECIPE_ARMED and by_plc[1][0] == RECIPE_REFUSED  # number 9: no such recipe
     assert by_plc[2] == 1 and shown_after == "A"
+
+
+def test_cameras_of_one_station_start_on_their_own_recipes_and_switch_on_their_own(
+    recipes: Path, part_folder: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("pypylon.pylon", reason="pypylon is not installed (pip install pypylon)")
+    import json
+    import os
+
+    images = emulator_images(part_folder, tmp_path)
+    out = tmp_path / "v.jsonl"
+    command = [
+        *cli("run_main"), "--recipes", str(recipes), "--recipe", "A", "--recipe", "B", "--camera", "basler0",
+        "--camera", "basler1", "--trigger", "software", "--fps", "10", "--emulator-images", str(images),
+        "--max-frames", "12", "--publish", free_endpoint(), "--jsonl", str(out),
+    ]  # fmt: skip
+    emulator = {**os.environ, "PYLON_CAMEMU": "2"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=emulator)
+    assert result.returncode == 0, result.stderr
+    models = {name: f"sha256:{open_engine(recipes / f'{name.lower()}.onnx').sidecar.sha256}" for name in "AB"}
+    for camera, recipe in (("cam1", "A"), ("cam2", "B")):
+        verdicts = [json.loads(line) for line in (tmp_path / f"v-{camera}.jsonl").read_text().splitlines()]
+        assert len(verdicts) == 12 and {(v["recipe"], v["model"]) for v in verdicts} == {(recipe, models[recipe])}
+    three = subprocess.run(
+        [*command[: command.index("--camera")], "--camera", "basler0", "--camera", "basler1", "--camera", "basler0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert three.returncode == 2 and "2 recipes for 3 cameras" in three.stderr

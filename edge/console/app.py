@@ -121,9 +121,11 @@ def make_app(console: Console, session_minutes: int = 60, https: bool = False) -
                 watched.watchers += 1
             try:
                 while not await request.is_disconnected():
-                    payload = {"stations": [s.summary() for s in console.fleet.stations.values()]}
+                    payload = {"stations": [s.summary() for s in console.fleet.all()]}
                     if watched is not None:
-                        payload["detail"] = await run_in_threadpool(_detail, console, watched.link.name)
+                        payload["detail"] = await run_in_threadpool(
+                            console.detail, watched.link.name, lambda name: _detail(console, name), EVENT_S * 0.9
+                        )
                     yield f"data: {json.dumps(payload)}\n\n"
                     await asyncio.sleep(EVENT_S)
             finally:

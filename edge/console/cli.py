@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--certificate", type=Path, help="HTTPS: the server's certificate (PEM)")
     parser.add_argument("--private-key", type=Path, help="HTTPS: its private key (PEM)")
     parser.add_argument("--offline-heartbeats", type=int, default=3, help="heartbeats missed before offline")
+    parser.add_argument(
+        "--mqtt", metavar="URL", help="also show every station edge-bridge publishes to this broker (mqtt://HOST)"
+    )
+    parser.add_argument("--mqtt-prefix", default="edge", help="the bridges' --mqtt-prefix (default edge)")
     args = parser.parse_args(argv)
     if (refused := missing_extra("edge-console", "console", LIBRARIES)) is not None:
         return refused
@@ -69,8 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvicorn
 
         stations = station_links(args)
-        if not stations:
-            raise ToolError("no station to show: give --station NAME=ENDPOINT (repeat for several)")
+        if not stations and not args.mqtt:
+            raise ToolError("no station to show: give --station NAME=ENDPOINT (repeat for several), or --mqtt URL")
+        broker = None
+        if args.mqtt:
+            if (refused := missing_extra("edge-console", "bridge", ("paho",))) is not None:
+                return refused
+            from edge.bridge.mqtt import broker as parse_broker
+
+            parse_broker(args.mqtt)  # ConfigError naming the problem
+            broker = (args.mqtt, args.mqtt_prefix)
         rejects = {}
         for text in args.rejects:
             name, _, folder = text.partition("=")
@@ -97,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reason := bind_error(host, port):
             raise ToolError(f"cannot serve on {host}:{port}: {reason}")
         settings = ConsoleSettings(rejects=rejects, review=args.review, users=users)
-        with Console(Fleet(stations, args.offline_heartbeats), settings) as console:
+        with Console(Fleet(stations, args.offline_heartbeats, broker), settings) as console:
             app = make_app(console, args.session_minutes, https=args.certificate is not None)
             scheme = "https" if args.certificate else "http"
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -29,11 +29,24 @@ class Rejects:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._listed: tuple[int, int, list[dict]] | None = None  # (folder mtime, count, records) last listed
 
     def latest(self, count: int) -> list[dict]:
-        """The newest ``count`` records, newest first: id and the verdict as published."""
+        """The newest ``count`` records, newest first: id and the verdict as published (listed again only when
+        the folder changed)."""
+        try:
+            changed = self.folder.stat().st_mtime_ns
+        except OSError:
+            return []
+        if self._listed is not None and self._listed[:2] == (changed, count):
+            return self._listed[2]
+        records = self._list(count)
+        self._listed = (changed, count, records)
+        return records
+
+    def _list(self, count: int) -> list[dict]:
         records = []
-        for picture in reversed(reject_pictures(self.folder) if self.folder.is_dir() else []):
+        for picture in reversed(reject_pictures(self.folder)):
             try:
                 verdict = json.loads(picture.with_suffix(".json").read_text(encoding="utf-8"))
             except (OSError, ValueError):

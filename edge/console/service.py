@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class Console:
         self.rejects = {name: Rejects(folder) for name, folder in settings.rejects.items()}
         self.status: dict[str, dict] = {}  # station → its last status answer (thresholds, recipes, paused)
         self.estimates: dict[str, dict] = {}  # station → the calibration summary and re-calibration estimate
+        self._details: dict[str, tuple[float, dict]] = {}  # station → (when, its page's part): shared by all pages
+        self._details_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="console-poll", daemon=True)
 
@@ -56,9 +59,20 @@ class Console:
     def station(self, name: str) -> ConsoleStation | None:
         return self.fleet.stations.get(name)
 
+    def detail(self, name: str, make, max_age_s: float) -> dict:
+        """The station page's own part, made by ``make(name)`` at most once per ``max_age_s`` however many pages
+        show it."""
+        with self._details_lock:
+            made = self._details.get(name)
+            if made is None or time.monotonic() - made[0] >= max_age_s:
+                made = (time.monotonic(), make(name))
+                self._details[name] = made
+            return made[1]
+
     def _poll(self) -> None:
         while not self._stop.wait(POLL_S):
-            for name, station in self.fleet.stations.items():
+            for station in self.fleet.all():
+                name = station.link.name
                 if station.watchers > 0 and station.control is not None:
                     try:
                         self._refresh(name, station)
@@ -100,7 +114,7 @@ class Console:
         if previous.get("false_rejects_marked") == len(marked) and previous.get("calibrated") == summary["calibrated"]:
             summary["recalibration"] = previous.get("recalibration")
         elif marked and calibration.get("good_scores"):
-            from calibration.thresholds import CalibrationError, recalibrated
+            from edge.false_rejects import CalibrationError, recalibrated
 
             scores = [entry["verdict"]["score"] for entry in marked if entry["verdict"].get("score") is not None]
             try:
@@ -118,7 +132,7 @@ class Console:
         estimate = self.estimates.get(name) or {}
         if not estimate.get("tail"):
             return None
-        from calibration.thresholds import false_reject_at
+        from edge.false_rejects import false_reject_at
 
         calibration = {"tail": estimate["tail"], "good_scores": estimate.get("good_scores")}
         return false_reject_at(calibration, ScoreSpec(**estimate["score"]), threshold)

@@ -17,7 +17,7 @@ import zmq
 
 from edge.bridge.config import StationLink
 from edge.bridge.feed import StationFeed
-from edge.bridge.station import Received, StationView
+from edge.bridge.station import STATES, Received, StationView
 from edge.security import apply_client
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,18 @@ class ConsoleStation:
                     self.change = {**payload["control"], "t_ns": payload.get("t_ns")}
             elif event.kind == "heartbeat" and payload.get("health") == "ok":
                 self.reason = None
+
+    def take_state(self, state: dict) -> None:
+        """A station's state as a bridge published it on the plant's broker (:mod:`edge.console.broker`)."""
+        with self.lock:
+            view = self.view
+            view.state = state.get("state", view.state) if state.get("state") in STATES else view.state
+            view.health = str(state.get("health", view.health))
+            counters = state.get("counters") or {}
+            if all(isinstance(counters.get(k), int) for k in ("pass", "fail", "error")):
+                view.passed, view.failed, view.errors = counters["pass"], counters["fail"], counters["error"]
+            view.recipe = state.get("recipe") or ""
+            view.current = view.state != "offline" and view.last is not None
 
     def summary(self) -> dict:
         """The station on the fleet view and at the top of its own page."""
@@ -166,21 +178,41 @@ class PreviewFeed:
 
 
 class Fleet:
-    """Every station the console follows, with their feeds; a context manager (feeds start and stop with it)."""
+    """Every station the console follows: those given with their endpoints (each its feed and preview feed), and
+    with ``broker`` (``(url, prefix)``) those the plant's broker carries; a context manager (feeds start and stop
+    with it)."""
 
-    def __init__(self, links: list[StationLink], offline_heartbeats: int = 3) -> None:
+    def __init__(
+        self, links: list[StationLink], offline_heartbeats: int = 3, broker: tuple[str, str] | None = None
+    ) -> None:
         self.stations = {link.name: ConsoleStation(link) for link in links}
-        self._feeds = [
+        self._lock = threading.Lock()
+        self._feeds: list = [
             StationFeed(station.link, lambda _name, event, s=station: s.apply(event), offline_heartbeats)
             for station in self.stations.values()
         ]
-        self._previews = [PreviewFeed(station) for station in self.stations.values()]
+        self._feeds += [PreviewFeed(station) for station in self.stations.values()]
+        if broker is not None:
+            from edge.console.broker import BrokerFollower
+
+            self._feeds.append(BrokerFollower(self, *broker))
+
+    def all(self) -> list[ConsoleStation]:
+        with self._lock:
+            return list(self.stations.values())
+
+    def station_for(self, link: StationLink) -> ConsoleStation:
+        """The station of that name, added when it is new (stations found on the broker)."""
+        with self._lock:
+            if link.name not in self.stations:
+                self.stations[link.name] = ConsoleStation(link)
+            return self.stations[link.name]
 
     def __enter__(self) -> Fleet:
-        for feed in (*self._feeds, *self._previews):
+        for feed in self._feeds:
             feed.start()
         return self
 
     def __exit__(self, *_) -> None:
-        for feed in (*self._feeds, *self._previews):
+        for feed in self._feeds:
             feed.stop()

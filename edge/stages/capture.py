@@ -129,6 +129,8 @@ class Capture:
     def _switch_if_due(self, frame: Frame | None) -> None:
         """Before a read (``frame`` None) or with the frame just read: change the camera's settings, then put the
         armed recipe in force, when due."""
+        if self._armed is None:  # nothing armed (the common case): no lock taken
+            return
         with self._switch_lock:
             if self._armed is None:
                 return

@@ -37,8 +37,8 @@ class Publishing:
 
     def publish(self, message: dict, job: Job) -> dict:
         """Publish the judged ``message`` of ``job``; returns it as sent."""
-        message, job.record = self.publisher.verdict_and_json(message)
         self.counters.count_verdict(message)
+        message, job.record = self.publisher.verdict_and_json(message)
         self.watchdog.verdict_published(time.perf_counter())
         if message["latency_ms"]["total"] is not None:
             self.latencies.append(message["latency_ms"]["total"])

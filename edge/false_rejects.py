@@ -1,4 +1,6 @@
-"""Choosing thresholds from scores.
+"""False-reject rates from good scores: choosing a threshold for a target rate, and the rate a threshold is
+expected to have (``edge-calibrate`` writes calibrations with it; the console estimates from them). scipy is
+imported where a tail is fitted (the ``reports`` and ``console`` extras).
 
 Good images only: the image-score threshold for a target false-reject rate p. An empirical quantile at p needs
 about 1/p images and says nothing about its own error, so we fit the upper tail: scores are mapped to an
