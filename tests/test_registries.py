@@ -170,7 +170,7 @@ def test_a_registered_bridge_output_gets_its_settings_and_flags_and_serves_a_rea
     kind = OutputKind(
         "record", "keeps seqs", RecordSettings, lambda s, views, metrics: built.append(RecordOutput(s)) or built[-1]
     )
-    assert set(output_kinds()) == {"opcua", "modbus"}
+    assert set(output_kinds()) == {"opcua", "modbus", "mqtt"}
     register_output(kind)
     try:
         with pytest.raises(ValueError, match="registered twice"):

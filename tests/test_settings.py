@@ -55,6 +55,6 @@ def test_every_bridge_setting_is_a_flag_and_a_key(capsys) -> None:
     for key, (_, spec) in setting_fields().items():
         assert f"--{key.replace('_', '-')}" in shown and " ".join(spec.metadata["help"].split()) in shown, key
     with pytest.raises(
-        ConfigError, match="known: metrics, offline_heartbeats, modbus, modbus_queue, opcua, opcua_cert"
+        ConfigError, match="known: metrics, offline_heartbeats, modbus, modbus_queue, mqtt, mqtt_prefix, mqtt_format"
     ):
         BridgeConfig.load(None, {"modbus_size": 3}, [])
