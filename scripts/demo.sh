@@ -94,9 +94,14 @@ edge-run --engine "$engine" "${run_flags[@]}" --camera basler0 \
   --rejects "$out/rejects" --wait-subscribers 2
 wait "$listener" || true
 wait "$probe" || true
-kill "$bridge" "$console" 2> /dev/null || true
+kill "$bridge" 2> /dev/null || true
 head -n 5 "$out/listen.log"
 echo "   ... ($(wc -l < "$out/verdicts.jsonl") verdicts in $out/verdicts.jsonl)"
 
 step "judging the run"
-python3 scripts/demo_summary.py --out "$out" --fps "$fps" --engine-rate "$rate" --started "$started"
+judged=0
+python3 scripts/demo_summary.py --out "$out" --fps "$fps" --engine-rate "$rate" --started "$started" || judged=$?
+if [ -t 0 ]; then  # in a terminal: the console stays up with the run's counters and rejects until Enter
+  read -r -p "the console still shows this run on http://127.0.0.1:8080/ (the rejects, their review): Enter ends it " _
+fi
+exit "$judged"
