@@ -100,7 +100,8 @@ echo "   ... ($(wc -l < "$out/verdicts.jsonl") verdicts in $out/verdicts.jsonl)"
 
 step "judging the run"
 judged=0
-python3 scripts/demo_summary.py --out "$out" --fps "$fps" --engine-rate "$rate" --started "$started" || judged=$?
+python3 scripts/demo_summary.py --out "$out" --fps "$fps" --engine-rate "$rate" --started "$started" \
+  | tee "$out/summary.txt" || judged=$?
 if [ -t 0 ]; then  # in a terminal: the console stays up with the run's counters and rejects until Enter
   read -r -p "the console still shows this run on http://127.0.0.1:8080/ (the rejects, their review): Enter ends it " _
 fi
