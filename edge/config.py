@@ -140,12 +140,7 @@ class StationConfig:
         """Defaults ← ``path`` (TOML) ← ``overrides`` (flags given, None meaning not given)."""
         values: dict = {}
         if path is not None:
-            try:
-                values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+            values = read_toml(Path(path))
             values = values.get("station", values) if isinstance(values.get("station"), dict) else values
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name: f for f in fields(cls)}
@@ -192,6 +187,16 @@ class StationConfig:
         if config.preview_fps < 0:
             raise ConfigError(f"setting 'preview_fps' must be 0 (off) or positive, got {config.preview_fps}")
         return config
+
+
+def read_toml(path: Path, what: str = "config") -> dict:
+    """A TOML file's contents; ConfigError naming the file and the problem (unreadable, or not valid TOML)."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
 
 
 def check_value(key: str, value, annotation: str):

@@ -25,7 +25,7 @@ import zmq
 
 from edge.bridge.outputs import OFF, output_kinds
 from edge.client import NoAnswer, request
-from edge.config import ConfigError, check_value, tomllib
+from edge.config import ConfigError, check_value, read_toml
 from edge.metrics import listen_address
 
 CORE = ("metrics", "offline_heartbeats")  # the [bridge] keys that belong to no output
@@ -88,12 +88,7 @@ class BridgeConfig:
         where = f" in {path}" if path else ""
         values, listed = {}, []
         if path is not None:
-            try:
-                document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+            document = read_toml(Path(path))
             unknown = set(document) - {"bridge", "station"}
             if unknown:
                 raise ConfigError(f"unknown table {sorted(unknown)[0]!r}{where}: use [bridge] and [[station]]")

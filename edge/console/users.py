@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import ConfigError, tomllib
+from edge.config import ConfigError, read_toml
 
 ROLES = ("viewer", "operator")
 
@@ -49,12 +49,7 @@ class Users:
         from argon2 import PasswordHasher
 
         self._hasher = PasswordHasher()
-        try:
-            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read the users file {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"users file {path} is not valid TOML: {exc}") from exc
+        document = read_toml(Path(path), "the users file")
         entries = document.get("users")
         if set(document) - {"users"} or not isinstance(entries, dict) or not entries:
             raise ConfigError(f"users file {path}: give [users.NAME] tables with role and password")
