@@ -113,6 +113,24 @@ def start_bridge(*args: str) -> tuple[subprocess.Popen, int, list[str]]:
     return process, metrics, log
 
 
+def bound_stations(names: list[str]) -> tuple[list[str], list[Station]]:
+    """Simulated stations publishing on free loopback ports, each bound as soon as its port is chosen (a port
+    found free and bound later can meanwhile be taken by another socket's outgoing connection)."""
+    from edge.publish import PublishError
+
+    endpoints, stations = [], []
+    for name in names:
+        while True:
+            endpoint = f"tcp://127.0.0.1:{free_port()}"
+            try:
+                stations.append(Station(endpoint, name, heartbeat_s=0.5))
+                endpoints.append(endpoint)
+                break
+            except PublishError:
+                continue
+    return endpoints, stations
+
+
 def wait_for(condition, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -341,8 +359,7 @@ def test_sparkplug_births_data_and_deaths_read_back_with_an_independent_decoder(
 def test_twenty_stations_through_one_bridge_into_the_broker(broker: Broker, tmp_path: Path) -> None:
     count, verdicts, rate = 20, 100, 20.0  # per station: 2,000 verdicts at 400 a second in all
     subscriber = Subscriber(broker, f"{PREFIX}/+/verdict", tmp_path / "fleet.txt")
-    endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(count)]
-    stations = [Station(endpoint, f"s{i:02d}", heartbeat_s=0.5) for i, endpoint in enumerate(endpoints)]
+    endpoints, stations = bound_stations([f"s{i:02d}" for i in range(count)])
     flags = [flag for i, e in enumerate(endpoints) for flag in ("--station", f"s{i:02d}={e}")]
     bridge, metrics, _ = start_bridge(
         *flags, "--opcua", "off", "--modbus", "off", "--mqtt", broker.url, "--mqtt-prefix", PREFIX,
@@ -412,8 +429,7 @@ def test_the_console_fleet_view_reads_the_stations_from_the_broker(broker: Broke
 
     from tests.test_console import console_command
 
-    endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
-    stations = [Station(e, f"line{i}/cam1", heartbeat_s=0.5) for i, e in enumerate(endpoints)]
+    endpoints, stations = bound_stations([f"line{i}/cam1" for i in range(2)])
     flags = [flag for i, e in enumerate(endpoints) for flag in ("--station", f"line{i}/cam1={e}")]
     bridge, _, _ = start_bridge(
         *flags, "--opcua", "off", "--modbus", "off", "--mqtt", broker.url, "--mqtt-prefix", PREFIX,
