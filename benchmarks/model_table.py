@@ -6,7 +6,9 @@ report on: ``export.data.texture_dataset.SURFACES``), each seed giving other win
 set and seed the command also cuts 100 good calibration images from the test band (another seed), scores them
 and sets the threshold for 5 % false rejects with ``edge-calibrate``'s own code; "caught" counts the defective
 test images at or above it. Latency: the FP32 ONNX export in ONNX Runtime on the CPU, batch 1, once per model.
-Datasets and checkpoints stay in ``--work`` and are reused when the command runs again (so a table can grow)::
+Datasets and checkpoints stay in ``--work`` and are reused when the command runs again (so a table can grow); an
+ensemble takes members trained there already for the same set and seed (``edge-train --reuse``), and its training
+time counts theirs::
 
     python -m benchmarks.model_table --sets cell,hubble_deep_field,retina --seeds 0,1,2 \\
         --work runs/held-out --out benchmarks/results/held-out
@@ -93,7 +95,7 @@ def measure(checkpoint: Path, data: Path, good: Path) -> dict:
         "defective": int(defective.sum()),
         "test_false_rejects": int((scores[~defective] >= threshold).sum()),
         "test_good": int((~defective).sum()),
-        "train_seconds": payload["training"].get("seconds"),
+        "train_seconds": payload["training"].get("seconds", 0) + payload["training"].get("reused_seconds", 0),
     }
 
 
@@ -109,7 +111,8 @@ def run(models: list[tuple[str, dict]], surfaces: list[str], seeds: list[int], w
                 if not checkpoint.is_file():
                     checkpoint.parent.mkdir(parents=True, exist_ok=True)
                     options = {"image_size": counts["image_size"], **values}
-                    train(name, data, checkpoint, options, device="cpu", seed=seed, progress=False)
+                    trained = sorted((work / "models").glob(f"*/{checkpoint.name}"))  # an ensemble's members
+                    train(name, data, checkpoint, options, device="cpu", seed=seed, progress=False, reuse=trained)
                 row = measure(checkpoint, data, good)
                 if tag not in latency:
                     latency[tag] = cpu_latency_ms(checkpoint, counts["image_size"], frames)

@@ -142,17 +142,34 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="CHECKPOINT",
+        help="checkpoints trained before with the same seed: an ensemble takes a member from one whose model and "
+        "options are the member's instead of training it again",
+    )
     if chosen in model_names():
         spec = get_spec(chosen)
         _option_flags(parser, spec.config, f"{chosen}: the model")
         _option_flags(parser, spec.training, f"{chosen}: training")
-    common = {"model", "data", "out", "device", "seed", "no_progress"}
+    common = {"model", "data", "out", "device", "seed", "no_progress", "reuse"}
 
     def body(args: argparse.Namespace) -> int:
         from export.train import train
 
         values = {k: v for k, v in vars(args).items() if k not in common and v is not None}
-        summary = train(args.model, args.data, args.out, values, args.device, args.seed, not args.no_progress)
+        summary = train(
+            args.model, args.data, args.out, values, args.device, args.seed, not args.no_progress, args.reuse
+        )
+        for path in sorted(set(map(str, args.reuse)) - set(summary["reused"])):
+            print(
+                f"edge-train: warning: --reuse {path} was not taken: no part of {args.model} has its model, "
+                f"options and seed {args.seed}",
+                file=sys.stderr,
+            )
         print(json.dumps({k: v for k, v in summary.items() if k != "loss_curve"}, indent=2))
         return 0
 

@@ -10,21 +10,31 @@ import dataclasses
 import logging
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from export.checkpoint import save_checkpoint
+from export.checkpoint import read_checkpoint, save_checkpoint
 from export.data.images import load_good_images
 from export.devices import resolve_device
 from export.models import TrainRun, get_spec
+from export.models.registry import TrainedPart
 
 log = logging.getLogger(__name__)
 
 
 def _plain(value: object) -> object:
     return str(value) if isinstance(value, Path) else value
+
+
+def _trained_part(path: Path) -> TrainedPart:
+    payload = read_checkpoint(path)
+    training = payload["training"]
+    return TrainedPart(
+        str(path), payload["model"], payload["config"], training.get("options", {}), payload["state_dict"], training
+    )
 
 
 def train(
@@ -35,9 +45,12 @@ def train(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    reuse: Sequence[Path] = (),
 ) -> dict:
     """Train ``model`` on ``data/train/good`` with option ``values``, write the checkpoint to ``out`` and return
-    the training summary."""
+    the training summary. ``reuse``: checkpoints of models trained before that a model made of others (an
+    ensemble) takes as its parts where model, options and seed are the same; the summary lists those taken
+    (``reused``) and the seconds they had been trained in (``reused_seconds``)."""
     spec = get_spec(model)
     config, training = spec.options(values or {})
     resolved = resolve_device(device)
@@ -45,7 +58,9 @@ def train(
     torch.manual_seed(seed)
     images = load_good_images(data, config.image_size)
     started = time.perf_counter()
-    network, details = spec.train(TrainRun(config, training, images, resolved, rng, progress, seed))
+    parts = tuple(_trained_part(path) for path in reuse)
+    network, details = spec.train(TrainRun(config, training, images, resolved, rng, progress, seed, parts))
+    taken = [part for part in parts if part.used]
     summary = {
         "model": model,
         "options": {
@@ -57,6 +72,8 @@ def train(
         },
         **details,
         "seconds": round(time.perf_counter() - started, 1),
+        "reused": [part.source for part in taken],
+        "reused_seconds": round(sum(part.summary.get("seconds") or 0.0 for part in taken), 1),
         "device": str(resolved),
         "torch": str(torch.__version__),
         "host": platform.node(),

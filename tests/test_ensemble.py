@@ -4,6 +4,7 @@ gate and agrees with the checkpoint."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,30 @@ def test_a_member_is_what_its_own_training_gives_with_the_same_seed(
     member = model.members[2].state_dict()
     own = load_model(alone)[0].state_dict()
     assert member.keys() == own.keys() and all(torch.equal(member[k], own[k]) for k in own)
+
+
+def test_members_trained_before_are_reused_only_with_the_same_options_and_seed(
+    checkpoint: Path, brick_dataset: Path, tmp_path: Path
+) -> None:
+    alone = []
+    for index, (name, values) in enumerate(parse_members(QUICK["members"])):
+        alone.append(tmp_path / f"member{index}.pt")
+        train(name, brick_dataset, alone[-1], {**values, "image_size": 64}, device="cpu", seed=0, progress=False)
+    out = tmp_path / "reused.pt"
+    summary = train(
+        "ensemble", brick_dataset, out, {**QUICK, "image_size": 64}, device="cpu", seed=0, progress=False, reuse=alone
+    )
+    assert summary["reused"] == [str(p) for p in alone]
+    assert summary["reused_seconds"] == pytest.approx(sum(s["seconds"] for s in summary["members"]), abs=0.2)
+    reused, trained = load_model(out)[0].state_dict(), load_model(checkpoint)[0].state_dict()
+    assert reused.keys() == trained.keys() and all(torch.equal(reused[k], trained[k]) for k in trained)
+
+    # Another seed: nothing fits, every member is trained anew and the tool says which files it left.
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in {**QUICK, "image_size": 64}.items()]
+    args = ["--model", "ensemble", *options, "--data", str(brick_dataset), "--out", str(tmp_path / "s1.pt")]
+    result = run("train_main", *args, "--seed", "1", "--no-progress", "--reuse", *map(str, alone))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("was not taken") == 3 and json.loads(result.stdout)["reused"] == []
 
 
 def test_the_map_is_the_mean_of_the_members_maps_over_their_spreads(checkpoint: Path, brick_dataset: Path) -> None:

@@ -74,3 +74,20 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         model_table.main(["--sets", "cell", "--models", "nosuch", "--work", str(tmp_path), "--out", str(tmp_path)])
     assert exit_info.value.code == 2 and "unknown model 'nosuch'" in capsys.readouterr().err
+
+
+def test_a_training_is_offered_the_checkpoints_of_its_set_and_seed(tmp_path: Path, monkeypatch) -> None:
+    """An ensemble takes its members from the models trained already on the same set and seed (edge-train
+    --reuse), and its training time counts theirs."""
+    offered = {}
+    real = model_table.train
+
+    def spy(name, data, out, values, **kwargs):
+        offered[Path(out).parent.name] = [p.parent.name for p in kwargs["reuse"]]
+        return real(name, data, out, values, **kwargs)
+
+    monkeypatch.setattr(model_table, "train", spy)
+    models = ["patchcore:coreset=0.05", "patchcore:coreset=0.1"]
+    argv = ["--sets", "cell", "--seeds", "0", "--models", *models, "--work", str(tmp_path / "w")]
+    assert model_table.main([*argv, "--out", str(tmp_path / "out"), *SMALL]) == 0
+    assert offered == {"patchcore[coreset=0.05]": [], "patchcore[coreset=0.1]": ["patchcore[coreset=0.05]"]}

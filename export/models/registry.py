@@ -10,6 +10,7 @@ import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +20,24 @@ from export.models.base import SCORE_KINDS, AnomalyModel
 
 
 @dataclass
+class TrainedPart:
+    """A model trained before, offered for reuse as a part of another (an ensemble's member): what its checkpoint
+    holds, read by the caller. ``used`` turns true once a training took it."""
+
+    source: str  # where it was read from, for the summary
+    model: str
+    config: dict
+    options: dict  # its training options and seed, as its checkpoint records them
+    state_dict: dict
+    summary: dict
+    used: bool = False
+
+
+@dataclass
 class TrainRun:
     """What a model's training function gets: its config and training options, the good images at model size
     (RGB uint8), the device, a generator seeded with ``seed`` (torch's generator is seeded with it too), and
-    whether to show progress."""
+    whether to show progress; ``reuse``: parts trained before that :meth:`part` may take instead of training."""
 
     config: object
     training: object
@@ -31,6 +46,24 @@ class TrainRun:
     rng: np.random.Generator
     progress: bool = True
     seed: int = 0
+    reuse: tuple[TrainedPart, ...] = ()
+
+    def part(self, name: str, config: object, training: object) -> tuple[AnomalyModel, dict]:
+        """A registered model this one is made of, as ``edge-train --model NAME`` with the same options and seed
+        would train it: read from a part in ``reuse`` with the same model, config, training options and seed, or
+        else trained here from the run's seed."""
+        spec = get_spec(name)
+        wanted = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(training).items()}
+        wanted["seed"] = self.seed
+        for part in self.reuse:
+            same_options = all(part.options.get(k) == v for k, v in wanted.items())
+            if part.model == name and part.config == config.to_dict() and same_options:
+                part.used = True
+                model = spec.load(config, part.state_dict).to(self.device)
+                return model, {**part.summary, "reused": part.source}
+        torch.manual_seed(self.seed)
+        own = dataclasses.replace(self, config=config, training=training, rng=np.random.default_rng(self.seed))
+        return spec.train(own)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,12 @@
 """Training an ensemble: every member with its own training function and preset (the options ``--members``
 gives it), one after the other, each from the run's seed as if it were trained alone (so a member is the same
-network ``edge-train --model NAME --seed N`` gives), then each member's spread measured on good training images."""
+network ``edge-train --model NAME --seed N`` gives, and such a checkpoint given to ``edge-train --reuse`` is taken
+instead of training the member again), then each member's spread measured on good training images."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-
-import numpy as np
-import torch
 
 from export.data.batches import to_batch
 from export.errors import DataError
@@ -31,13 +29,8 @@ def train_ensemble(run: TrainRun) -> tuple[Ensemble, dict]:
         raise DataError("--spread-images and --batch-size must be at least 1")
     members, member_configs, summaries = [], [], []
     for name, values in parse_members(config.members):
-        spec = get_spec(name)
-        member_config, member_training = spec.options({**values, "image_size": config.image_size})
-        torch.manual_seed(run.seed)
-        member_run = dataclasses.replace(
-            run, config=member_config, training=member_training, rng=np.random.default_rng(run.seed)
-        )
-        member, summary = spec.train(member_run)
+        member_config, member_training = get_spec(name).options({**values, "image_size": config.image_size})
+        member, summary = run.part(name, member_config, member_training)
         members.append(member.eval())
         member_configs.append({"model": name, "config": member_config.to_dict()})
         summaries.append({"model": name, **{k: v for k, v in summary.items() if k != "loss_curve"}})
