@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import provenance
 from edge.bridge.probe import ModbusPlc, OpcuaProbe
 from edge.client import VerdictSubscriber
 from edge.publish import VerdictPublisher
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
             args.bridge_nice,
         ),
     }
-    text = markdown(result)
+    text = provenance("benchmarks.bridge", argv) + "\n\n" + markdown(result)
     print(json.dumps(result, indent=2))
     print(text)
     if args.out:

@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from benchmarks.provenance import provenance
 from edge.sources import IMAGE_SUFFIXES
 from edge.tool import ToolError, run_tool
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         points = read_points(args.results)
-        text = markdown(points)
+        text = provenance("benchmarks.contamination", argv) + "\n\n" + markdown(points)
         print(text, end="")
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)

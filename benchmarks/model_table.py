@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import provenance
 from edge.bench import bench_engine, machine
 from edge.engines import open_engine
 from edge.false_rejects import false_reject_threshold
@@ -199,15 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"model_table: error: {exc}\n")
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
-    host = machine()
     header = (
-        f"`python -m benchmarks.model_table {' '.join(sys.argv[1:] if argv is None else argv)}` on "
-        f"{host['cpu']} ({host['cores']} cores), ending {host['date']}; load average (5 min) "
-        f"{load_before:.1f} at the start, {os.getloadavg()[1]:.1f} at the end. Reused checkpoints keep the "
-        "training time they were trained in."
+        f"{provenance('benchmarks.model_table', argv)}; load average (5 min) {load_before:.1f} at the start, "
+        f"{os.getloadavg()[1]:.1f} at the end. Reused checkpoints keep the training time they were trained in."
     )
     (args.out / "table.md").write_text(header + "\n\n" + table + "\n")
-    (args.out / "rows.json").write_text(json.dumps({"machine": host, "rows": rows}, indent=2))
+    (args.out / "rows.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     print(table)
     return 0
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.bench import machine
 from edge.client import VerdictSubscriber
 
 
@@ -116,9 +117,45 @@ def inject_faults(
         minute += 1
 
 
+def report(text: str, every: int = 10) -> str:
+    """A soak's JSON lines as Markdown: the station every ``every`` minutes, then the end of the run."""
+    *rows, end = [json.loads(line) for line in text.splitlines() if line.strip()]
+    final = end.get("final_counters") or {}
+    lines = [
+        "| minute | RSS MB | threads | fds | frames | verdicts so far | errors | missing (steady subscriber) | "
+        "latency p50 / p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        if row["minute"] == 1 or row["minute"] % every == 0 or row is rows[-1]:
+            errors = ", ".join(f"{k} {v}" for k, v in sorted((row.get("errors") or {}).items())) or "none"
+            lines.append(
+                f"| {row['minute']} | {row['rss_mb']} | {row['threads']} | {row['fds']} | {row['frames']} | "
+                f"{row['verdicts']} | {errors} | {row['missing']} | {row.get('p50')} / {row.get('p99')} |"
+            )
+    rss = [row["rss_mb"] for row in rows]
+    host = end.get("machine")
+    lines += [
+        "",
+        *([f"{host['cpu']} ({host['cores']} cores), ending {host['date']}."] if host else []),
+        f"End of the run ({end['minutes']} minutes): {final.get('frames')} frames, {final.get('verdicts')} verdicts "
+        f"({final.get('pass')} pass, {final.get('fail')} fail, {final.get('error')} error: "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(final.get('errors', {}).items())) or 'none'}); "
+        f"{end['missing_on_steady_subscriber']} missing on the steady subscriber; RSS {min(rss)}–{max(rss)} MB; "
+        f"exit status {end.get('exit_code')}; {'passed' if end['passed'] else 'FAILED'}.",
+    ]
+    if "injected" in end:
+        injected = ", ".join(f"{k} {v}" for k, v in sorted(end["injected"].items()))
+        lines.append(
+            f"Faults injected: {injected}; every verdict in the JSON-lines record: "
+            f"{end['json_lines'] == final.get('verdicts')}; reject-folder warnings {end['reject_write_warnings']}."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engine", required=True)
+    parser.add_argument("--engine", help="the station's artefact (required unless --report)")
     parser.add_argument("--images", help="folder the emulated camera streams (with --camera basler0)")
     parser.add_argument("--camera", default="basler0")
     parser.add_argument("--trigger", default="free")
@@ -126,8 +163,14 @@ def main(argv=None) -> int:
     parser.add_argument("--fps", type=float, help="with --trigger software: parts per second")
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--faults", action="store_true", help="inject a fault of each kind every minute")
-    parser.add_argument("--out", type=Path, help="JSON lines, one per minute, and the verdict")
+    parser.add_argument("--out", type=Path, help="JSON lines, one per minute, and the verdict (and a table: .md)")
+    parser.add_argument("--report", type=Path, help="only write the table of a soak's JSON lines (next to it, .md)")
     args = parser.parse_args(argv)
+    if args.report:
+        args.report.with_suffix(".md").write_text(report(args.report.read_text()))
+        return 0
+    if not args.engine:
+        parser.error("--engine is required (or --report FILE)")
     endpoint = free_endpoint()
     entry = "import sys; from edge.cli import run_main; sys.exit(run_main(sys.argv[1:]))"
     records = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -216,6 +259,7 @@ def main(argv=None) -> int:
     )
     lost = final is None or final["frames"] != final["verdicts"] or steady.state.missing > 0
     verdict = {
+        "machine": machine(),
         "minutes": args.minutes,
         "final_counters": final,
         "missing_on_steady_subscriber": steady.state.missing,
@@ -244,6 +288,7 @@ def main(argv=None) -> int:
     if out:
         out.write(json.dumps(verdict) + "\n")
         out.close()
+        args.out.with_suffix(".md").write_text(report(args.out.read_text()))
     return 0 if verdict["passed"] else 1
 
 

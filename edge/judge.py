@@ -48,26 +48,30 @@ class Thresholds:
 
 def regions(anomaly_map: np.ndarray, pixel_threshold: float, frame: FrameSpec, limit: int = 10) -> list[dict]:
     """Connected areas of ``anomaly_map`` (``h×w``, over the ROI) at or above ``pixel_threshold``, as boxes in
-    frame pixels with their area (frame pixels) and peak value, highest peak first."""
+    frame pixels with their area (frame pixels) and peak value, highest peak first (``limit`` of them)."""
     amap = np.asarray(anomaly_map, dtype=np.float32)
-    mask = (amap >= pixel_threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    over = amap >= pixel_threshold
+    count, labels = cv2.connectedComponents(over.view(np.uint8), connectivity=8)
     if count <= 1:
         return []
-    peaks = np.zeros(count, np.float32)
-    np.maximum.at(peaks, labels.ravel(), amap.ravel())
+    # Each area's peak is one of the map's local maxima (its neighbours are in the area, so not higher, or below
+    # the threshold): a few pixels to take maxima over instead of the whole map.
+    summits = over & (amap >= cv2.dilate(amap, None))
+    peaks = np.full(count, -np.inf, np.float32)  # label 0, the background, stays at -inf
+    np.maximum.at(peaks, labels[summits], amap[summits])
     x0, y0, w, h = frame.region
     sx, sy = w / amap.shape[1], h / amap.shape[0]
     found = []
-    for label in np.argsort(-peaks[1:])[:limit] + 1:
-        left, top, width, height, area = (int(v) for v in stats[label])
+    for label in np.argsort(-peaks[1:], kind="stable")[:limit] + 1:
+        area = (labels == int(label)).view(np.uint8)  # only the areas reported are measured
+        left, top, width, height = cv2.boundingRect(area)
         found.append(
             {
                 "x": int(x0 + left * sx),
                 "y": int(y0 + top * sy),
                 "w": max(1, round(width * sx)),
                 "h": max(1, round(height * sy)),
-                "area": round(area * sx * sy),
+                "area": round(cv2.countNonZero(area) * sx * sy),
                 "peak": round(float(peaks[label]), 4),
             }
         )

@@ -220,6 +220,30 @@ def test_regions_are_boxes_in_frame_pixels() -> None:
     assert found[1]["peak"] == 0.6 and len(found) == 2
 
 
+def test_regions_match_a_plain_count_of_every_area() -> None:
+    """Each area's box, size and peak as connectedComponentsWithStats and a maximum over its own pixels give them,
+    on smooth, speckled and stepped maps at many thresholds."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    spec = FrameSpec(400, 300, "mono8", roi=(100, 50, 128, 128))
+    for _ in range(300):
+        size = int(rng.choice([16, 33, 64]))
+        amap = rng.random((size, size)).astype(np.float32)
+        amap = cv2.GaussianBlur(amap, (0, 0), float(rng.choice([0.5, 2.0]))) if rng.random() < 0.7 else amap
+        amap = np.round(amap * 4) / 4 if rng.random() < 0.2 else amap  # plateaus
+        threshold = float(np.quantile(amap, rng.choice([0.0, 0.5, 0.9, 0.99])))
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((amap >= threshold).astype(np.uint8), 8)
+        expected = {
+            (int(100 + x * 128 / size), int(50 + y * 128 / size), round(float(amap[labels == i].max()), 4), area)
+            for i, (x, y, _, _, area) in enumerate(stats)
+            if i
+        }
+        found = regions(amap, threshold, spec, limit=count)
+        assert {(r["x"], r["y"], r["peak"], round(r["area"] / (128 / size) ** 2)) for r in found} == expected
+        assert [r["peak"] for r in found] == sorted((r["peak"] for r in found), reverse=True)
+
+
 def test_reject_store_keeps_within_its_limits(tmp_path: Path) -> None:
     from edge.sources import Frame
     from edge.verdict import Job

@@ -1,0 +1,79 @@
+"""The line against its engine, from ``edge-bench`` results: one row per run (runs of several checkouts, taken in
+turns, make a before/after table). Per run: the engine alone at batch 1, the line at full rate as a share of it,
+and what the line adds to a frame paced like a camera (received → published p50 minus the engine's p50 alone, and
+minus the run's own inference p50)::
+
+    python -m benchmarks.line_table before-1 after-1 before-2 after-2 --out benchmarks/results/line/table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge.tool import ToolError, run_tool
+
+
+def row(name: str, result: dict) -> str:
+    """One run's line of the table."""
+    alone = next(r for r in result["engine_only"] if r["batch"] == 1)
+    alone_p50, alone_rate = alone["latency_ms"]["p50"], alone["frames_per_s"]
+    full, paced = result["pipeline"], result["pipeline_paced"]
+    receive = paced["stages_ms"]["receive_to_publish"]
+    added = receive["p50"] - alone_p50
+    own = receive["p50"] - paced["stages_ms"]["infer"]["p50"]
+    return (
+        f"| {name} | {alone_p50:.2f} ({alone_rate:.1f}) | {full['frames_per_s']:.1f} "
+        f"({100 * full['frames_per_s'] / alone_rate:.0f} %) | {receive['p50']:.2f} / {receive['p99']:.1f} | "
+        f"{added:+.2f} ({100 * added / alone_p50:+.1f} %) | {own:+.2f} | {paced.get('failed', '–')}/{paced['frames']} |"
+    )
+
+
+def markdown(runs: dict[str, dict]) -> str:
+    """The table, with each run's machine and date."""
+    lines = [
+        "| run | engine alone p50 ms (frames/s) | line at full rate, frames/s (of the engine's) | paced at 70 %: "
+        "receive → publish p50 / p99 ms | − engine alone p50 (of it) | − the run's own infer p50 | verdicts `fail` |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [row(name, result) for name, result in runs.items()]
+    lines.append("")
+    for name, result in runs.items():
+        host = result["machine"]
+        records = " with a station's records" if result["pipeline"].get("records") else ""
+        lines.append(
+            f"- {name}: {result['engine']} ({result['backend']}, {result['precision']}){records}, "
+            f"{host['cpu']} ({host['cores']} cores), {host['date']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="line_table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="edge-bench --out folders (bench.json), in run order")
+    parser.add_argument("--out", type=Path, help="Markdown file to write")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        runs = {}
+        for folder in args.runs:
+            path = folder / "bench.json"
+            if not path.is_file():
+                raise ToolError(f"{path} not found: give folders that edge-bench --out wrote")
+            result = json.loads(path.read_text())
+            if "pipeline_paced" not in result or not result.get("engine_only"):
+                raise ToolError(f"{path} has no pipeline run: run edge-bench without --no-pipeline, batch 1")
+            runs[folder.name] = result
+        text = markdown(runs)
+        print(text, end="")
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        return 0
+
+    return run_tool("line_table", body, (OSError, KeyError, ValueError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

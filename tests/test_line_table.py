@@ -1,0 +1,39 @@
+"""benchmarks.line_table: edge-bench results as the line-against-engine table; bad folders get one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.line_table import main
+
+
+def bench(folder: Path, alone_ms: float, full_fps: float, paced_p50: float, infer_p50: float) -> Path:
+    stages = {"receive_to_publish": {"p50": paced_p50, "p99": 2 * paced_p50}, "infer": {"p50": infer_p50}}
+    result = {
+        "engine": "m.onnx",
+        "backend": "onnxruntime",
+        "precision": "fp32",
+        "machine": {"cpu": "Some CPU", "cores": 2, "date": "2026-12-07 10:00:00"},
+        "engine_only": [{"batch": 1, "latency_ms": {"p50": alone_ms}, "frames_per_s": 1e3 / alone_ms}],
+        "pipeline": {"frames_per_s": full_fps, "records": False},
+        "pipeline_paced": {"stages_ms": stages, "failed": 40, "frames": 40},
+    }
+    folder.mkdir()
+    (folder / "bench.json").write_text(json.dumps(result))
+    return folder
+
+
+def test_one_row_per_run_with_ratio_and_overhead(tmp_path: Path, capsys) -> None:
+    runs = [bench(tmp_path / "before", 10.0, 85.0, 11.5, 10.5), bench(tmp_path / "after", 10.0, 92.0, 10.8, 10.2)]
+    assert main([*map(str, runs), "--out", str(tmp_path / "t.md")]) == 0
+    table = (tmp_path / "t.md").read_text()
+    assert "| before | 10.00 (100.0) | 85.0 (85 %) | 11.50 / 23.0 | +1.50 (+15.0 %) | +1.00 | 40/40 |" in table
+    assert "| after | 10.00 (100.0) | 92.0 (92 %) | 10.80 / 21.6 | +0.80 (+8.0 %) | +0.60 | 40/40 |" in table
+    assert "- after: m.onnx (onnxruntime, fp32), Some CPU (2 cores), 2026-12-07 10:00:00" in table
+
+
+def test_a_folder_without_results_is_one_line(tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bench.json not found" in err and "Traceback" not in err
