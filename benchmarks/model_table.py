@@ -110,9 +110,8 @@ def run(models: list[tuple[str, dict]], surfaces: list[str], seeds: list[int], w
                 checkpoint = work / "models" / tag / f"{surface}-s{seed}.pt"
                 if not checkpoint.is_file():
                     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                    options = {"image_size": counts["image_size"], **values}
                     trained = sorted((work / "models").glob(f"*/{checkpoint.name}"))  # an ensemble's members
-                    train(name, data, checkpoint, options, device="cpu", seed=seed, progress=False, reuse=trained)
+                    train(name, data, checkpoint, values, device="cpu", seed=seed, progress=False, reuse=trained)
                 row = measure(checkpoint, data, good)
                 if tag not in latency:
                     latency[tag] = cpu_latency_ms(checkpoint, counts["image_size"], frames)
@@ -177,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", required=True, type=Path, help="folder for the sets and checkpoints (reused)")
     parser.add_argument("--out", required=True, type=Path, help="folder for table.md and rows.json")
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--image-size", type=int, default=128, help="the sets' image size, the camera's (each model works at its own)"
+    )
     parser.add_argument("--train", type=int, default=60, help="good training images per set")
     parser.add_argument("--test-good", type=int, default=20)
     parser.add_argument("--test-per-defect", type=int, default=7, help="test images per defect kind (6 kinds)")

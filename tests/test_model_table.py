@@ -12,20 +12,35 @@ pytest.importorskip("torch")
 
 from benchmarks import model_table  # noqa: E402
 
+MODEL = "patchcore:image_size=64:coreset=0.05"
+TAG = "patchcore[image_size=64,coreset=0.05]"
 SMALL = ["--image-size", "64", "--train", "8", "--test-good", "6", "--test-per-defect", "2", "--frames", "3"]
 
 
 def test_trains_measures_and_reuses(tmp_path: Path, capsys) -> None:
-    argv = ["--sets", "cell", "--seeds", "0", "--models", "patchcore:coreset=0.05", "--work", str(tmp_path / "w")]
+    argv = [
+        "--sets",
+        "cell",
+        "--seeds",
+        "0",
+        "--models",
+        "patchcore:image_size=64:coreset=0.05",
+        "--work",
+        str(tmp_path / "w"),
+    ]
     assert model_table.main([*argv, "--out", str(tmp_path / "out"), *SMALL]) == 0
     rows = json.loads((tmp_path / "out" / "rows.json").read_text())["rows"]
     (row,) = rows
-    assert row["model"] == "patchcore[coreset=0.05]" and row["set"] == "cell" and row["role"] == "held-out"
+    assert (
+        row["model"] == "patchcore[image_size=64,coreset=0.05]" and row["set"] == "cell" and row["role"] == "held-out"
+    )
     assert row["defective"] == 12 and row["test_good"] == 6 and 0 <= row["caught"] <= 12
     assert set(row["per_defect_image_auroc"]) == {"scratch", "crack", "stain", "shape", "pit", "smear"}
     assert row["latency_ms"] > 0 and row["train_seconds"] is not None
-    assert "| patchcore[coreset=0.05] | cell (held-out) | 0 |" in (tmp_path / "out" / "table.md").read_text()
-    checkpoint = tmp_path / "w" / "models" / "patchcore[coreset=0.05]" / "cell-s0.pt"
+    assert (
+        "| patchcore[image_size=64,coreset=0.05] | cell (held-out) | 0 |" in (tmp_path / "out" / "table.md").read_text()
+    )
+    checkpoint = tmp_path / "w" / "models" / "patchcore[image_size=64,coreset=0.05]" / "cell-s0.pt"
     stamp = checkpoint.stat().st_mtime_ns
     assert model_table.main([*argv, "--out", str(tmp_path / "again"), *SMALL]) == 0
     assert checkpoint.stat().st_mtime_ns == stamp  # reused, not trained again
@@ -87,7 +102,10 @@ def test_a_training_is_offered_the_checkpoints_of_its_set_and_seed(tmp_path: Pat
         return real(name, data, out, values, **kwargs)
 
     monkeypatch.setattr(model_table, "train", spy)
-    models = ["patchcore:coreset=0.05", "patchcore:coreset=0.1"]
+    models = [MODEL, "patchcore:image_size=64:coreset=0.1"]
     argv = ["--sets", "cell", "--seeds", "0", "--models", *models, "--work", str(tmp_path / "w")]
     assert model_table.main([*argv, "--out", str(tmp_path / "out"), *SMALL]) == 0
-    assert offered == {"patchcore[coreset=0.05]": [], "patchcore[coreset=0.1]": ["patchcore[coreset=0.05]"]}
+    assert offered == {
+        "patchcore[image_size=64,coreset=0.05]": [],
+        "patchcore[image_size=64,coreset=0.1]": ["patchcore[image_size=64,coreset=0.05]"],
+    }

@@ -1,6 +1,6 @@
 """Building PatchCore: patch features of every good image, a greedy coreset of them as the memory bank (10 % of
-the patches, at most 6,144 vectors: 60 images at 128 px fill it). No gradient steps; on a 2-core CPU it takes
-seconds (60 images at 128 px: about 10 s).
+the patches, at most 1,536 vectors: a dozen images at 256 px fill it). No gradient steps; on a 2-core CPU it
+takes seconds.
 The coreset is picked where the model trains (``--device``); on a GPU a larger ``--max-bank`` is quick too."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class PatchCoreTraining:
 
     coreset: float = field(default=0.1, metadata={"help": "fraction of all patch features kept in the bank"})
     max_bank: int = field(
-        default=6144,
+        default=1536,
         metadata={"help": "most bank vectors whatever the number of images: bounds the line's time per frame"},
     )
     coreset_projection: int = field(
