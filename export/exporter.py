@@ -96,6 +96,7 @@ def export_artefact(
     tmp.replace(out)
     config = payload["config"]
     size = config["image_size"]
+    side = size // deployed.to_frame.factor
     map_dtype = "float16" if precision == "fp16" else "float32"
     sidecar = Sidecar(
         model=payload["model"],
@@ -104,7 +105,7 @@ def export_artefact(
         frame=frame,
         outputs={
             "score": {"shape": [-1], "dtype": "float32"},
-            "anomaly_map": {"shape": [-1, 1, size, size], "dtype": map_dtype},
+            "anomaly_map": {"shape": [-1, 1, side, side], "dtype": map_dtype},
         },
         model_size=size,
         score=ScoreSpec(kind=model.score_kind, head=deployed.score.kind),

@@ -86,6 +86,25 @@ def test_folded_graph_equals_the_model(tiny_checkpoint: tuple[Path, dict]) -> No
     torch.testing.assert_close(score, top_k_mean(maps, 100), rtol=0, atol=1e-5)
 
 
+def test_a_frame_smaller_than_the_model_gets_its_map_at_its_own_size(tiny_checkpoint: tuple[Path, dict]) -> None:
+    """The model works at 64 px on a 32 px frame (upsampled in the graph): the score comes from the 64 px map, the
+    map leaves the graph averaged down to 32 px; the sidecar says so."""
+    from edge.sidecar import read_sidecar
+
+    model, _ = load_model(tiny_checkpoint[0])
+    frames = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    frame = FrameSpec(32, 32, "rgb8", max_batch=2)
+    with torch.no_grad():
+        full = model.anomaly_map(FramePreprocess(frame, 64)(frames))
+        score, amap = DeployableGraph(model, frame)(frames)
+    assert amap.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(amap, torch.nn.functional.avg_pool2d(full, 2), rtol=0, atol=1e-5)
+    torch.testing.assert_close(score, top_k_mean(full, 100), rtol=0, atol=1e-5)
+    out = tiny_checkpoint[0].parent / "small-frame.onnx"
+    export_artefact(tiny_checkpoint[0], out, frame, "fp32")
+    assert read_sidecar(out).outputs["anomaly_map"]["shape"] == [-1, 1, 32, 32]
+
+
 def test_range_rescaling_is_exact(tiny_checkpoint: tuple[Path, dict]) -> None:
     """Dividing the trunk by a power of two and moving it into the weights after it changes no output bit."""
     model, _ = load_model(tiny_checkpoint[0])

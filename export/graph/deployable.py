@@ -12,25 +12,28 @@ import torch
 from torch import nn
 
 from edge.sidecar import FrameSpec
-from export.graph.frame import FramePreprocess
+from export.graph.frame import FramePreprocess, MapToFrame
 from export.models.base import AnomalyModel
 
 MAP_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 class DeployableGraph(nn.Module):
-    """``forward(frames uint8) -> (score B float32, anomaly_map B×1×S×S)``; the map is FP16 in FP16 graphs."""
+    """``forward(frames uint8) -> (score B float32, anomaly_map B×1×M×M)``: the score from the model's S×S map, the
+    map averaged down to the frame's size where the model works above it (``M = S / k``,
+    :func:`export.graph.frame.map_factor`); the map is FP16 in FP16 graphs."""
 
     def __init__(self, model: AnomalyModel, frame: FrameSpec, precision: str = "fp32") -> None:
         super().__init__()
         self.preprocess = FramePreprocess(frame, model.config.image_size, model.normalisation)
         self.model = model.prepare_for_export(precision)
         self.score = model.score_head
+        self.to_frame = MapToFrame(frame, model.config.image_size)
         self.map_dtype = MAP_DTYPES.get(precision, torch.float32)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         anomaly_map = self.model.anomaly_map(self.preprocess(frames))
-        return self.score(anomaly_map), anomaly_map.to(self.map_dtype)
+        return self.score(anomaly_map), self.to_frame(anomaly_map).to(self.map_dtype)
 
 
 class ReferenceGraph(nn.Module):
@@ -42,7 +45,8 @@ class ReferenceGraph(nn.Module):
         self.preprocess = FramePreprocess(frame, model.config.image_size, model.normalisation)
         self.model = model
         self.score = model.score_head
+        self.to_frame = MapToFrame(frame, model.config.image_size)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         anomaly_map = self.model.anomaly_map(self.preprocess(frames)).float()
-        return self.score(anomaly_map), anomaly_map
+        return self.score(anomaly_map), self.to_frame(anomaly_map)

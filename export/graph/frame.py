@@ -42,3 +42,24 @@ class FramePreprocess(nn.Module):
         if tuple(x.shape[2:]) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (x - self.mean) * self.inv_std
+
+
+def map_factor(frame: FrameSpec, size: int) -> int:
+    """How much the anomaly map is averaged down on its way out: the largest whole factor of the model's ``size``
+    that leaves the map at least as large as the frame's ROI (1 where the model works at the frame's size or
+    below). A model working above the frame's size (its input upsampled) has no more detail than the frame."""
+    _, _, w, h = frame.region
+    return max((k for k in range(1, size + 1) if size % k == 0 and size // k >= max(w, h)), default=1)
+
+
+class MapToFrame(nn.Module):
+    """``B×1×S×S`` → ``B×1×(S/k)×(S/k)``, the mean over each k×k block (:func:`map_factor`)."""
+
+    def __init__(self, frame: FrameSpec, size: int) -> None:
+        super().__init__()
+        self.factor = map_factor(frame, size)
+
+    def forward(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        if self.factor == 1:
+            return anomaly_map
+        return F.avg_pool2d(anomaly_map, kernel_size=self.factor, stride=self.factor)
