@@ -44,7 +44,7 @@ def markdown(runs: dict[str, dict]) -> str:
         records = " with a station's records" if result["pipeline"].get("records") else ""
         lines.append(
             f"- {name}: {result['engine']} ({result['backend']}, {result['precision']}){records}, "
-            f"{host['cpu']} ({host['cores']} cores), {host['date']}"
+            f"{host['cpu']} ({', '.join(host.get('cpu_flags', [])) or 'no AVX'}; {host['cores']} cores), {host['date']}"
         )
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,7 @@ def bench(folder: Path, alone_ms: float, full_fps: float, paced_p50: float, infe
         "engine": "m.onnx",
         "backend": "onnxruntime",
         "precision": "fp32",
-        "machine": {"cpu": "Some CPU", "cores": 2, "date": "2026-12-07 10:00:00"},
+        "machine": {"cpu": "Some CPU", "cpu_flags": ["avx2", "fma"], "cores": 2, "date": "2026-12-07 10:00:00"},
         "engine_only": [{"batch": 1, "latency_ms": {"p50": alone_ms}, "frames_per_s": 1e3 / alone_ms}],
         "pipeline": {"frames_per_s": full_fps, "records": False},
         "pipeline_paced": {"stages_ms": stages, "failed": 40, "frames": 40},
@@ -30,7 +30,7 @@ def test_one_row_per_run_with_ratio_and_overhead(tmp_path: Path, capsys) -> None
     table = (tmp_path / "t.md").read_text()
     assert "| before | 10.00 (100.0) | 85.0 (85 %) | 11.50 / 23.0 | +1.50 (+15.0 %) | +1.00 | 40/40 |" in table
     assert "| after | 10.00 (100.0) | 92.0 (92 %) | 10.80 / 21.6 | +0.80 (+8.0 %) | +0.60 | 40/40 |" in table
-    assert "- after: m.onnx (onnxruntime, fp32), Some CPU (2 cores), 2026-12-07 10:00:00" in table
+    assert "- after: m.onnx (onnxruntime, fp32), Some CPU (avx2, fma; 2 cores), 2026-12-07 10:00:00" in table
 
 
 def test_a_folder_without_results_is_one_line(tmp_path: Path, capsys) -> None:
