@@ -1,6 +1,7 @@
 """The line against its engine, from ``edge-bench`` results: one row per run (runs of several checkouts, taken in
-turns, make a before/after table). Per run: the engine alone at batch 1, the line at full rate as a share of it,
-and what the line adds to a frame paced like a camera (received → published p50 minus the engine's p50 alone, and
+turns, make a before/after table). Per run: the engine alone at batch 1 (measured before and after the line where
+the run did both, and then their mean is the reference), the line at full rate as a share of it, and what the line
+adds to a frame paced like a camera (received → published p50 minus the engine's p50 alone, and
 minus the run's own inference p50)::
 
     python -m benchmarks.line_table before-1 after-1 before-2 after-2 --out benchmarks/results/line/table.md
@@ -17,14 +18,17 @@ from edge.tool import ToolError, run_tool
 
 def row(name: str, result: dict) -> str:
     """One run's line of the table."""
-    alone = next(r for r in result["engine_only"] if r["batch"] == 1)
-    alone_p50, alone_rate = alone["latency_ms"]["p50"], alone["frames_per_s"]
+    alone = [next(r for r in result["engine_only"] if r["batch"] == 1)]
+    alone += [result["engine_alone_after_line"]] if result.get("engine_alone_after_line") else []
+    alone_p50 = sum(r["latency_ms"]["p50"] for r in alone) / len(alone)
+    alone_rate = sum(r["frames_per_s"] for r in alone) / len(alone)
+    measured = " → ".join(f"{r['latency_ms']['p50']:.2f}" for r in alone)
     full, paced = result["pipeline"], result["pipeline_paced"]
     receive = paced["stages_ms"]["receive_to_publish"]
     added = receive["p50"] - alone_p50
     own = receive["p50"] - paced["stages_ms"]["infer"]["p50"]
     return (
-        f"| {name} | {alone_p50:.2f} ({alone_rate:.1f}) | {full['frames_per_s']:.1f} "
+        f"| {name} | {measured} ({alone_rate:.1f}) | {full['frames_per_s']:.1f} "
         f"({100 * full['frames_per_s'] / alone_rate:.0f} %) | {receive['p50']:.2f} / {receive['p99']:.1f} | "
         f"{added:+.2f} ({100 * added / alone_p50:+.1f} %) | {own:+.2f} | {paced.get('failed', '–')}/{paced['frames']} |"
     )
@@ -33,7 +37,8 @@ def row(name: str, result: dict) -> str:
 def markdown(runs: dict[str, dict]) -> str:
     """The table, with each run's machine and date."""
     lines = [
-        "| run | engine alone p50 ms (frames/s) | line at full rate, frames/s (of the engine's) | paced at 70 %: "
+        "| run | engine alone p50 ms (frames/s; before → after the line: their mean) "
+        "| line at full rate, frames/s (of the engine's) | paced at 70 %: "
         "receive → publish p50 / p99 ms | − engine alone p50 (of it) | − the run's own infer p50 | verdicts `fail` |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]

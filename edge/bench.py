@@ -237,7 +237,8 @@ def markdown(result: dict) -> str:
         "| batch | p50 ms | p90 ms | p99 ms | max ms | jitter ms | frames/s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in result["engine_only"]:
+    after = [dict(r, batch="1, after the line") for r in [result.get("engine_alone_after_line")] if r]
+    for r in result["engine_only"] + after:
         s = r["latency_ms"]
         lines.append(
             f"| {r['batch']} | {s['p50']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | {s['max']:.2f} | "
@@ -343,6 +344,10 @@ def run_bench(
         )
     elif pipeline:
         result["pipeline"] = bench_pipeline(engine_path, frames, max(usable), settings=settings, records=records)
+        # The engine alone again, so that the full-rate run is bracketed: a machine whose speed drifts between
+        # measurements (a shared host) shows it here instead of in the line's share of the engine.
+        with open_engine(engine_path, **_engine_arguments(settings)) as engine:
+            result["engine_alone_after_line"] = bench_engine(engine, 1, frames)
         paced = round(0.7 * result["engine_only"][0]["frames_per_s"], 2)  # a camera at 70 % of batch-1 capacity
         result["pipeline_paced"] = bench_pipeline(engine_path, frames, 1, fps=paced, settings=settings, records=records)
     if out is not None:

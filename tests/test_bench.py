@@ -32,8 +32,10 @@ def test_the_reference_way_computes_what_the_folded_graph_computes(tiny_checkpoi
 def test_edge_bench_reports_engine_and_pipeline_stages(onnx_engine: Path, tmp_path: Path) -> None:
     result = run_bench(onnx_engine, [1, 2, 64], frames=12, pipeline=True, out=tmp_path)
     assert [r["batch"] for r in result["engine_only"]] == [1, 2]  # 64 exceeds the engine's max batch
-    for r in result["engine_only"]:
+    for r in result["engine_only"] + [result["engine_alone_after_line"]]:
         assert r["latency_ms"]["p50"] > 0 and r["frames_per_s"] > 0
+    assert result["engine_alone_after_line"]["batch"] == 1  # the full-rate run is bracketed by the engine alone
+    assert "| 1, after the line |" in (tmp_path / "bench.md").read_text()
     stages = result["pipeline"]["stages_ms"]
     assert result["pipeline"]["frames"] == 12
     # throughput counts from the first capture to the last verdict published, not from the engine's start and the
