@@ -51,6 +51,10 @@ class OnnxRuntimeEngine(Engine):
         providers = self.providers or [p for p in PREFERRED_PROVIDERS if p in available]
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Worker threads wait for work asleep instead of spinning: on a CPU the line's own threads (capture,
+        # judging, publishing) then get the cores between operators, and inference no longer stalls on a worker
+        # that the scheduler took off its core (benchmarks/results/line-2026-12-07/spinning/).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad models
