@@ -1,8 +1,8 @@
 """The line against its engine, from ``edge-bench`` results: one row per run (runs of several checkouts, taken in
-turns, make a before/after table). Per run: the engine alone at batch 1 (measured before and after the line where
-the run did both, and then their mean is the reference), the line at full rate as a share of it, and what the line
-adds to a frame paced like a camera (received → published p50 minus the engine's p50 alone, and
-minus the run's own inference p50)::
+turns, make a before/after table). Per run: the engine alone at batch 1 (where the run timed it before and after
+the line, their mean is the reference), the line at full rate as a share of it, and what the line adds to a frame
+paced like a camera (received → published p50 minus the engine's p50 alone, and minus the run's own inference
+p50)::
 
     python -m benchmarks.line_table before-1 after-1 before-2 after-2 --out benchmarks/results/line/table.md
 """
@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks.provenance import cpu_words
 from edge.tool import ToolError, run_tool
 
 
@@ -49,7 +50,7 @@ def markdown(runs: dict[str, dict]) -> str:
         records = " with a station's records" if result["pipeline"].get("records") else ""
         lines.append(
             f"- {name}: {result['engine']} ({result['backend']}, {result['precision']}){records}, "
-            f"{host['cpu']} ({', '.join(host.get('cpu_flags', [])) or 'no AVX'}; {host['cores']} cores), {host['date']}"
+            f"{cpu_words(host)}, {host['date']}"
         )
     return "\n".join(lines) + "\n"
 

@@ -237,8 +237,10 @@ def markdown(result: dict) -> str:
         "| batch | p50 ms | p90 ms | p99 ms | max ms | jitter ms | frames/s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    after = [dict(r, batch="1, after the line") for r in [result.get("engine_alone_after_line")] if r]
-    for r in result["engine_only"] + after:
+    rows = list(result["engine_only"])
+    if result.get("engine_alone_after_line"):
+        rows.append({**result["engine_alone_after_line"], "batch": "1, after the line"})
+    for r in rows:
         s = r["latency_ms"]
         lines.append(
             f"| {r['batch']} | {s['p50']:.2f} | {s['p90']:.2f} | {s['p99']:.2f} | {s['max']:.2f} | "
