@@ -6,7 +6,7 @@
 #   through an emulated Basler camera into edge-run at half that path's rate → watch the verdicts arrive in
 #   edge-listen, and in a stand-in PLC through edge-bridge (OPC UA and Modbus TCP), and on the web console
 #   (edge-console: its URL is printed) → verdict table.
-# Exits non-zero when a defective part passed, errors exceed 1 % of the parts, or a verdict is missing on the
+# Exits non-zero when errors exceed 1 % of the parts or a verdict is missing on the
 # line or on a PLC protocol (scripts/demo_summary.py says why).
 # It installs into whichever python3 comes first on PATH: activate a virtual environment first.
 # Everything lands in runs/demo/. Each step is one block below, headed by `step`.

@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nDEMO FAILED:\n" + "\n".join(f"- {problem}" for problem in found), file=sys.stderr)
         return 1
     print(
-        "\nnext: train at 256 px on a GPU (edge-train --device cuda), export for your camera (edge-export "
+        "\nnext: train on a GPU (edge-train --device cuda), export for your camera (edge-export "
         "--frame-size WxH --pixel-format mono8 --roi x,y,w,h --precision fp16), build on the target (edge-build), "
         "calibrate with pictures from the station, then edge-run --engine model.plan --camera basler://SERIAL"
     )
