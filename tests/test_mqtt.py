@@ -448,6 +448,14 @@ def test_the_console_fleet_view_reads_the_stations_from_the_broker(broker: Broke
                     return {s["name"]: s for s in json.loads(line[6:])["stations"]}
         return {}
 
+    stop_beating = threading.Event()
+
+    def keep_beating() -> None:  # a live station goes on heartbeating while the test reads the console
+        while not stop_beating.wait(0.2):
+            for station in stations:
+                station.heartbeat()
+
+    beater = threading.Thread(target=keep_beating, daemon=True)
     try:
         wait_port(web, console)
         time.sleep(1.0)
@@ -456,6 +464,7 @@ def test_the_console_fleet_view_reads_the_stations_from_the_broker(broker: Broke
                 station.verdict(i)
                 station.heartbeat()
             time.sleep(0.05)
+        beater.start()
         shown = wait_for(
             lambda: (f := fleet()) and all(s["counters"]["pass"] + s["counters"]["fail"] + s["counters"]["error"]
                                            == 30 for s in f.values()) and len(f) == 2 and f,
@@ -469,5 +478,8 @@ def test_the_console_fleet_view_reads_the_stations_from_the_broker(broker: Broke
         for process in (bridge, console):
             if process.poll() is None:
                 process.kill()
+        stop_beating.set()
+        if beater.is_alive():
+            beater.join()
         for station in stations:
             station.close()
