@@ -1,8 +1,8 @@
 """The line against its engine, from ``edge-bench`` results: one row per run (runs of several checkouts, taken in
 turns, make a before/after table). Per run: the engine alone at batch 1 (where the run timed it before and after
 the line, their mean is the reference), the line at full rate as a share of it, and what the line adds to a frame
-paced like a camera (received → published p50 minus the engine's p50 alone, and minus the run's own inference
-p50)::
+paced like a camera (received → published p50 minus the engine's p50 alone; minus the engine alone called at the
+same pace in rounds that take turns with the line, where the run has them; and minus the run's own inference p50)::
 
     python -m benchmarks.line_table before-1 after-1 before-2 after-2 --out benchmarks/results/line/table.md
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from benchmarks.provenance import cpu_words
@@ -31,8 +32,20 @@ def row(name: str, result: dict) -> str:
     return (
         f"| {name} | {measured} ({alone_rate:.1f}) | {full['frames_per_s']:.1f} "
         f"({100 * full['frames_per_s'] / alone_rate:.0f} %) | {receive['p50']:.2f} / {receive['p99']:.1f} | "
-        f"{added:+.2f} ({100 * added / alone_p50:+.1f} %) | {own:+.2f} | {paced.get('failed', '–')}/{paced['frames']} |"
+        f"{added:+.2f} ({100 * added / alone_p50:+.1f} %) | {in_turns(paced)} | {own:+.2f} | "
+        f"{paced.get('failed', '–')}/{paced['frames']} |"
     )
+
+
+def in_turns(paced: dict) -> str:
+    """The line's receive → publish p50 minus the engine alone's p50, both paced alike in the same round: the
+    median over rounds, and its share of the engine's median p50 (``–`` for runs timed before rounds)."""
+    rounds = paced.get("rounds")
+    if not rounds:
+        return "–"
+    alone = statistics.median(r["engine_alone_p50"] for r in rounds)
+    added = statistics.median(r["receive_to_publish_p50"] - r["engine_alone_p50"] for r in rounds)
+    return f"{added:+.2f} ({100 * added / alone:+.1f} %)"
 
 
 def markdown(runs: dict[str, dict]) -> str:
@@ -40,8 +53,9 @@ def markdown(runs: dict[str, dict]) -> str:
     lines = [
         "| run | engine alone p50 ms (frames/s; before → after the line: their mean) "
         "| line at full rate, frames/s (of the engine's) | paced at 70 %: "
-        "receive → publish p50 / p99 ms | − engine alone p50 (of it) | − the run's own infer p50 | verdicts `fail` |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "receive → publish p50 / p99 ms | − engine alone p50 (of it) | − engine alone paced alike, in turns: "
+        "median of rounds (of it) | − the run's own infer p50 | verdicts `fail` |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [row(name, result) for name, result in runs.items()]
     lines.append("")

@@ -1,9 +1,11 @@
 """``edge-bench``: how fast an engine runs alone, and how fast the whole line delivers verdicts.
 
 Engine only: random uint8 frames (never zeros), warm-up, then latency per batch (p50/p90/p99/max, jitter) and
-throughput for each batch size. Pipeline: a looping folder of frames through the real pipeline at full rate,
-verdicts received by a subscriber in another process; per stage (queue, infer, score), frame received → verdict
-sent, and frame captured → verdict received. Results as JSON, a Markdown table, and PNG plots.
+throughput for each batch size. Pipeline: a looping folder of frames through the real pipeline at full rate (the
+engine alone timed again after it), then paced like a camera at 70 % of the engine's rate in rounds that take turns
+with the engine alone called at that pace; verdicts received by a subscriber in another process; per stage (queue,
+infer, score), frame received → verdict sent, and frame captured → verdict received. Results as JSON, a Markdown
+table, and PNG plots.
 
 Side by side (several artefacts, backends or OpenVINO precisions in one run): every way is activated at once and
 timed in rounds that take turns on the same frames, so that a change in the machine's load hits every way alike;
@@ -51,13 +53,18 @@ def random_frames(frame: FrameSpec, batch: int, count: int = 4, seed: int = 0) -
     return [rng.integers(0, 256, (batch, *frame.frame_shape()), dtype=np.uint8) for _ in range(count)]
 
 
-def bench_engine(engine: Engine, batch: int, frames: int, warmup: int = 5, seed: int = 0) -> dict:
-    """Latency of ``engine.infer`` at one batch size over about ``frames`` frames."""
+def bench_engine(engine: Engine, batch: int, frames: int, warmup: int = 5, seed: int = 0, fps: float = 0.0) -> dict:
+    """Latency of ``engine.infer`` at one batch size over about ``frames`` frames: back to back, or with ``fps``
+    called at that many frames a second, as a camera paces the line (an engine idle between calls may run slower)."""
     inputs = random_frames(engine.frame, batch, seed=seed)
     for i in range(warmup):
         engine.infer(inputs[i % 4])
     times = []
+    period, due = batch / fps if fps else 0.0, time.perf_counter()
     for i in range(max(1, frames // batch)):
+        if period:
+            time.sleep(max(0.0, due - time.perf_counter()))
+            due += period
         started = time.perf_counter()
         engine.infer(inputs[i % 4])
         times.append((time.perf_counter() - started) * 1e3)
@@ -133,6 +140,52 @@ def bench_pipeline(
     ``settings`` are the engine's (``backend``, ``inference_precision``, ``threads``, ``openvino_cache``).
     ``records``: the line keeps what a station usually keeps besides publishing: a JSON-lines file of every
     verdict, reject records and heatmaps (the generated noise frames all fail: the most work per frame)."""
+    rows, seconds = _pipeline_rows(engine_path, frames, batch, fps, endpoint, camera, settings, records)
+    return _pipeline_stats([rows], seconds, batch, fps, records)
+
+
+def bench_paced(
+    engine_path: Path, frames: int, fps: float, settings: dict | None = None, records: bool = False, rounds: int = 4
+) -> dict:
+    """The line paced like a camera at ``fps`` (batch 1) against the engine alone called at the same pace, in
+    ``rounds`` rounds that take turns (the engine alone, then the line), so that a machine whose speed drifts hits
+    both alike: :func:`bench_pipeline`'s result over all rounds, and per round both p50s."""
+    settings = settings or {}
+    parts, seconds, per_round = [], 0.0, max(1, frames // rounds)
+    for _ in range(rounds):
+        with open_engine(engine_path, **_engine_arguments(settings)) as engine:
+            alone = bench_engine(engine, 1, per_round, fps=fps)["latency_ms"]["p50"]
+        rows, took = _pipeline_rows(engine_path, per_round, 1, fps, settings=settings, records=records)
+        parts.append((alone, rows))
+        seconds += took
+    result = _pipeline_stats([rows for _, rows in parts], seconds, 1, fps, records)
+    result["rounds"] = [
+        {
+            "engine_alone_p50": alone,
+            "receive_to_publish_p50": _p50([(r["t_publish_ns"] - r["t_receive_ns"]) / 1e6 for r in rows]),
+            "infer_p50": _p50([r["latency_ms"]["infer"] for r in rows if r["latency_ms"]["infer"] is not None]),
+        }
+        for alone, rows in parts
+    ]
+    return result
+
+
+def _p50(values: list[float]) -> float:
+    return float(np.percentile(values, 50))
+
+
+def _pipeline_rows(
+    engine_path: Path,
+    frames: int,
+    batch: int,
+    fps: float = 0.0,
+    endpoint: str | None = None,
+    camera: str | None = None,
+    settings: dict | None = None,
+    records: bool = False,
+) -> tuple[list[dict], float]:
+    """One run of the line (:func:`bench_pipeline`'s arguments): what the subscriber received of each verdict,
+    and the run's wall seconds."""
     from edge.config import StationConfig
     from edge.run import run_station
 
@@ -170,7 +223,12 @@ def bench_pipeline(
         run_station(config)
         seconds = time.perf_counter() - started
         subscriber.wait(timeout=60)
-        rows = [json.loads(line) for line in received.read_text().splitlines()]
+        return [json.loads(line) for line in received.read_text().splitlines()], seconds
+
+
+def _pipeline_stats(parts: list[list[dict]], seconds: float, batch: int, fps: float, records: bool) -> dict:
+    """Per stage and end to end over the received verdicts of one or more runs (``parts``)."""
+    rows = [r for part in parts for r in part]
     stages = {
         k: percentiles([r["latency_ms"][k] for r in rows if r["latency_ms"][k] is not None])
         for k in ("queue", "infer", "score", "total")
@@ -178,9 +236,9 @@ def bench_pipeline(
     stages["receive_to_publish"] = percentiles([(r["t_publish_ns"] - r["t_receive_ns"]) / 1e6 for r in rows])
     stages["publish_to_subscriber"] = percentiles([(r["t_received_ns"] - r["t_publish_ns"]) / 1e6 for r in rows])
     stages["capture_to_subscriber"] = percentiles([(r["t_received_ns"] - r["t_capture_ns"]) / 1e6 for r in rows])
-    # Throughput from the first frame captured to the last verdict published: the run's wall time also holds the
-    # engine's start (on a GPU, a CUDA graph captured per batch size) and the wait for the subscriber.
-    span_s = (max(r["t_publish_ns"] for r in rows) - min(r["t_capture_ns"] for r in rows)) / 1e9
+    # Throughput from each run's first frame captured to its last verdict published: the run's wall time also holds
+    # the engine's start (on a GPU, a CUDA graph captured per batch size) and the wait for the subscriber.
+    span_s = sum((max(r["t_publish_ns"] for r in p) - min(r["t_capture_ns"] for r in p)) / 1e9 for p in parts)
     return {
         "batch": batch,
         "fps": fps,
@@ -261,6 +319,20 @@ def markdown(result: dict) -> str:
         ]
         for name, s in p["stages_ms"].items():
             lines.append(f"| {name} | {s['p50']:.2f} | {s['p99']:.2f} | {s['max']:.2f} |")
+        if p.get("rounds"):
+            lines += [
+                "",
+                "In turns with the engine alone paced alike, per round (p50 ms):",
+                "",
+                "| round | engine alone | line: receive → publish | line: infer | line − engine alone |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            for i, r in enumerate(p["rounds"], 1):
+                added = r["receive_to_publish_p50"] - r["engine_alone_p50"]
+                lines.append(
+                    f"| {i} | {r['engine_alone_p50']:.2f} | {r['receive_to_publish_p50']:.2f} | "
+                    f"{r['infer_p50']:.2f} | {added:+.2f} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -351,7 +423,7 @@ def run_bench(
         with open_engine(engine_path, **_engine_arguments(settings)) as engine:
             result["engine_alone_after_line"] = bench_engine(engine, 1, frames)
         paced = round(0.7 * result["engine_only"][0]["frames_per_s"], 2)  # a camera at 70 % of batch-1 capacity
-        result["pipeline_paced"] = bench_pipeline(engine_path, frames, 1, fps=paced, settings=settings, records=records)
+        result["pipeline_paced"] = bench_paced(engine_path, frames, paced, settings, records)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=2))

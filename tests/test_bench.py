@@ -3,6 +3,7 @@ edge-bench reports every stage (no timing assertions: numbers are for the benchm
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,21 @@ def test_edge_bench_reports_engine_and_pipeline_stages(onnx_engine: Path, tmp_pa
     assert pipeline["frames_per_s"] == pytest.approx(12 / pipeline["span_s"])
     assert pipeline["frames_per_s"] > 12 / pipeline["seconds"]
     assert {"queue", "infer", "score", "total", "publish_to_subscriber", "capture_to_subscriber"} <= set(stages)
+    paced = result["pipeline_paced"]  # in rounds that take turns with the engine alone called at the same pace
+    assert paced["frames"] == 12 and len(paced["rounds"]) == 4
+    assert all(r["engine_alone_p50"] > 0 and r["receive_to_publish_p50"] >= r["infer_p50"] > 0 for r in paced["rounds"])
+    assert "In turns with the engine alone paced alike" in (tmp_path / "bench.md").read_text()
     assert stages["capture_to_subscriber"]["p50"] >= stages["infer"]["p50"]
     for name in ("bench.json", "bench.md", "latency_cdf.png", "stages.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_the_engine_alone_paced_is_called_at_that_rate(onnx_engine: Path) -> None:
+    from edge.bench import bench_engine
+    from edge.engines import open_engine
+
+    with open_engine(onnx_engine) as engine:
+        started = time.perf_counter()
+        result = bench_engine(engine, 1, 10, warmup=1, fps=20.0)
+        seconds = time.perf_counter() - started
+    assert result["latency_ms"]["n"] == 10 and seconds >= 9 / 20  # ten calls 50 ms apart
