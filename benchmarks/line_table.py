@@ -20,7 +20,7 @@ from edge.tool import ToolError, run_tool
 
 def row(name: str, result: dict) -> str:
     """One run's line of the table."""
-    alone = [next(r for r in result["engine_only"] if r["batch"] == 1)]
+    alone = [r for r in result["engine_only"] if r["batch"] == 1]
     alone += [result["engine_alone_after_line"]] if result.get("engine_alone_after_line") else []
     alone_p50 = sum(r["latency_ms"]["p50"] for r in alone) / len(alone)
     alone_rate = sum(r["frames_per_s"] for r in alone) / len(alone)
@@ -32,19 +32,19 @@ def row(name: str, result: dict) -> str:
     return (
         f"| {name} | {measured} ({alone_rate:.1f}) | {full['frames_per_s']:.1f} "
         f"({100 * full['frames_per_s'] / alone_rate:.0f} %) | {receive['p50']:.2f} / {receive['p99']:.1f} | "
-        f"{added:+.2f} ({100 * added / alone_p50:+.1f} %) | {in_turns(paced)} | {own:+.2f} | "
+        f"{added:+.2f} ({100 * added / alone_p50:+.1f} %) | {added_in_turns_cell(paced)} | {own:+.2f} | "
         f"{paced.get('failed', '–')}/{paced['frames']} |"
     )
 
 
-def in_turns(paced: dict) -> str:
+def added_in_turns_cell(paced: dict) -> str:
     """The line's receive → publish p50 minus the engine alone's p50, both paced alike in the same round: the
     median over rounds, and its share of the engine's median p50 (``–`` for runs timed before rounds)."""
     rounds = paced.get("rounds")
     if not rounds:
         return "–"
     alone = statistics.median(r["engine_alone_p50"] for r in rounds)
-    added = statistics.median(r["receive_to_publish_p50"] - r["engine_alone_p50"] for r in rounds)
+    added = statistics.median(r["added_p50"] for r in rounds)
     return f"{added:+.2f} ({100 * added / alone:+.1f} %)"
 
 
@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise ToolError(f"{path} not found: give folders that edge-bench --out wrote")
             result = json.loads(path.read_text())
-            if "pipeline_paced" not in result or not result.get("engine_only"):
-                raise ToolError(f"{path} has no pipeline run: run edge-bench without --no-pipeline, batch 1")
+            batch_one = result.get("engine_alone_after_line") or any(r["batch"] == 1 for r in result["engine_only"])
+            if "pipeline_paced" not in result or not batch_one:
+                raise ToolError(f"{path} has no pipeline run at batch 1: run edge-bench without --no-pipeline")
             runs[folder.name] = result
         text = markdown(runs)
         print(text, end="")

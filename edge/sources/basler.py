@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from edge.sources.base import CameraLost, Frame, Source, SourceError, SourceKind, register_source
+from edge.sources.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class BaslerSource(Source):
         self.uri, self.index, self.serial, self.settings = uri, index, serial, settings
         self._camera = None
         self._converter = None
-        self._next_trigger = 0.0
+        self._pacer = Pacer(settings.fps or 0.0)
         self._trigger_ns = 0  # host clock when the last software trigger was sent: the capture time of its frame
         self._events: deque[Frame] = deque()  # ignored triggers, appended by pylon's event thread
         self._ready: deque[Frame] = deque()  # frames (and parts without one) in part order, to hand out
@@ -131,7 +132,7 @@ class BaslerSource(Source):
             pylon.GrabStrategy_LatestImageOnly if self.settings.trigger == "free" else pylon.GrabStrategy_OneByOne
         )
         self._camera.StartGrabbing(strategy)
-        self._next_trigger = time.perf_counter()
+        self._pacer.restart()
         log.info(
             "%s: %s %s, %s, trigger %s",
             self.uri,
@@ -331,9 +332,7 @@ class BaslerSource(Source):
 
     def _software_trigger(self, timeout: float) -> None:
         pylon, _ = _pylon()
-        if self.settings.fps:  # one trigger per period; a late one goes now, never a burst to catch up
-            self._next_trigger = max(self._next_trigger + 1.0 / self.settings.fps, time.perf_counter())
-            time.sleep(max(0.0, self._next_trigger - time.perf_counter()))
+        self._pacer.wait()  # with fps: one trigger per period; a late one goes now, never a burst to catch up
         if self._camera.WaitForFrameTriggerReady(int(timeout * 1000), pylon.TimeoutHandling_Return):
             self._trigger_ns = time.time_ns()
             self._camera.ExecuteSoftwareTrigger()

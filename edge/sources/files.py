@@ -19,6 +19,7 @@ from edge.sources.base import (
     now,
     register_source,
 )
+from edge.sources.pacing import Pacer
 
 #: The most decoded image data ``preload`` holds in memory.
 PRELOAD_LIMIT = 2 * 2**30
@@ -44,7 +45,7 @@ class FolderSource(Source):
         self.folder, self.pixel_format, self.loop, self.preload = Path(folder), pixel_format, loop, preload
         self.finite = not loop
         self.live, self.fps = fps > 0, fps
-        self._due = 0.0
+        self._pacer = Pacer(fps)
         self.uri = uri or f"folder://{folder}"
         self._paths: list[Path] = []
         self._decoded: list[np.ndarray | None] = []
@@ -82,8 +83,7 @@ class FolderSource(Source):
         if self._next >= len(self._paths) and not self.loop:
             return None
         if self.live:
-            self._due = max(self._due + 1.0 / self.fps, time.perf_counter()) if self._due else time.perf_counter()
-            time.sleep(max(0.0, self._due - time.perf_counter()))
+            self._pacer.wait()
         index = self._next % len(self._paths)
         path, frame_id = self._paths[index], self._next
         self._next += 1
