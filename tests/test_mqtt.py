@@ -451,6 +451,7 @@ def test_the_console_fleet_view_reads_the_stations_from_the_broker(broker: Broke
     stop_beating = threading.Event()
 
     def keep_beating() -> None:  # a live station goes on heartbeating while the test reads the console
+        # (a station's socket belongs to one thread: once this one starts, the test leaves the stations alone)
         while not stop_beating.wait(0.2):
             for station in stations:
                 station.heartbeat()
