@@ -124,24 +124,11 @@ def _free_endpoint() -> str:
         return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
-def bench_pipeline(
-    engine_path: Path,
-    frames: int,
-    batch: int,
-    fps: float = 0.0,
-    endpoint: str | None = None,
-    camera: str | None = None,
-    settings: dict | None = None,
-    records: bool = False,
-) -> dict:
-    """The real pipeline with a subscriber process: at full rate (``fps`` 0: files as fast as the line takes
-    them, for throughput) or paced like a camera at ``fps`` (for latency); per stage and end to end. With
-    ``camera`` (a source URI such as ``basler0``) the frames come from that source at its own pace instead.
-    ``settings`` are the engine's (``backend``, ``inference_precision``, ``threads``, ``openvino_cache``).
-    ``records``: the line keeps what a station usually keeps besides publishing: a JSON-lines file of every
-    verdict, reject records and heatmaps (the generated noise frames all fail: the most work per frame)."""
-    rows, seconds = _pipeline_rows(engine_path, frames, batch, fps, endpoint, camera, settings, records)
-    return _pipeline_stats([rows], seconds, batch, fps, records)
+def bench_pipeline(engine_path: Path, frames: int, batch: int, fps: float = 0.0, **line) -> dict:
+    """:func:`line_rows`' run of the line (``line``: its ``endpoint``, ``camera``, ``settings``, ``records``) as
+    per-stage and end-to-end percentiles."""
+    rows, seconds = line_rows(engine_path, frames, batch, fps, **line)
+    return _pipeline_stats([rows], seconds, batch, fps, line.get("records", False))
 
 
 def bench_paced(
@@ -152,31 +139,37 @@ def bench_paced(
     engine alone, then the line, the other way round in the next, so that a machine whose speed drifts hits both
     alike. :func:`bench_pipeline`'s result over all rounds, and per round both p50s and their difference."""
     settings, per_round = settings or {}, max(1, frames // rounds)
+
+    def alone() -> float:
+        with open_engine(engine_path, **_engine_arguments(settings)) as engine:
+            return bench_engine(engine, 1, per_round, fps=fps)["latency_ms"]["p50"]
+
+    def line() -> tuple[list[dict], float]:
+        return line_rows(engine_path, per_round, 1, fps, settings=settings, records=records)
+
     runs, seconds, turns = [], 0.0, []
     for turn in range(rounds):
-        timed: dict = {}
-        for part in ("alone", "line") if turn % 2 == 0 else ("line", "alone"):
-            if part == "alone":
-                with open_engine(engine_path, **_engine_arguments(settings)) as engine:
-                    timed[part] = bench_engine(engine, 1, per_round, fps=fps)["latency_ms"]["p50"]
-            else:
-                rows, took = _pipeline_rows(engine_path, per_round, 1, fps, settings=settings, records=records)
-                runs.append(rows)
-                seconds += took
-                timed[part] = _pipeline_stats([rows], took, 1, fps, records)["stages_ms"]
-        line = timed["line"]
+        if turn % 2:  # the line first
+            rows, took = line()
+            alone_p50 = alone()
+        else:
+            alone_p50 = alone()
+            rows, took = line()
+        runs.append(rows)
+        seconds += took
+        stages = _pipeline_stats([rows], took, 1, fps, records)["stages_ms"]
         turns.append(
             {
-                "engine_alone_p50": timed["alone"],
-                "receive_to_publish_p50": line["receive_to_publish"]["p50"],
-                "infer_p50": line["infer"]["p50"],
-                "added_p50": line["receive_to_publish"]["p50"] - timed["alone"],
+                "engine_alone_p50": alone_p50,
+                "receive_to_publish_p50": stages["receive_to_publish"]["p50"],
+                "infer_p50": stages["infer"]["p50"],
+                "added_p50": stages["receive_to_publish"]["p50"] - alone_p50,
             }
         )
     return {**_pipeline_stats(runs, seconds, 1, fps, records), "rounds": turns}
 
 
-def _pipeline_rows(
+def line_rows(
     engine_path: Path,
     frames: int,
     batch: int,
@@ -186,7 +179,12 @@ def _pipeline_rows(
     settings: dict | None = None,
     records: bool = False,
 ) -> tuple[list[dict], float]:
-    """One run of the line (:func:`bench_pipeline`'s arguments): what the subscriber received of each verdict,
+    """One run of the real pipeline with a subscriber process: at full rate (``fps`` 0: files as fast as the line
+    takes them, for throughput) or paced like a camera at ``fps`` (for latency). With ``camera`` (a source URI such
+    as ``basler0``) the frames come from that source at its own pace instead. ``settings`` are the engine's
+    (``backend``, ``inference_precision``, ``threads``, ``openvino_cache``). ``records``: the line keeps what a
+    station usually keeps besides publishing: a JSON-lines file of every verdict, reject records and heatmaps (the
+    generated noise frames all fail: the most work per frame). Returns what the subscriber received of each verdict,
     and the run's wall seconds."""
     from edge.config import StationConfig
     from edge.run import run_station
