@@ -67,15 +67,20 @@ def bridge(*args: str, wait_for: int | tuple[int, ...]) -> Iterator[subprocess.P
     log: list[str] = []
     reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
     reader.start()
+    passed = False
     try:
         for port in (wait_for,) if isinstance(wait_for, int) else wait_for:
             wait_port(port, process)
         yield process
+        passed = True
     finally:
         process.terminate()
-        assert process.wait(timeout=20) == 0, "".join(log)
+        code = process.wait(timeout=20)
         reader.join(timeout=5)
         process.log = "".join(log)
+        if not passed:
+            print(f"edge-bridge's log:\n{process.log}")  # shown with the failure
+        assert code == 0 or not passed, process.log
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -410,6 +415,7 @@ def test_a_restarted_bridge_resumes_from_the_snapshot_without_repeating_or_inven
         with bridge(*args, wait_for=(ports[2], ports[3])):
             assert station.publisher.wait_subscribers(1, 30)
             first = asyncio.run(_follow(station, url, ports[3], 20, first=0))
+        _until_unsubscribed(station.publisher)  # else the next wait would count the bridge that stopped
         asyncio.run(publish(station, 10, rate=100, first=20))  # while no bridge runs
         with bridge(*args, wait_for=(ports[2], ports[3])):
             assert station.publisher.wait_subscribers(1, 30)
@@ -424,6 +430,13 @@ def test_a_restarted_bridge_resumes_from_the_snapshot_without_repeating_or_inven
     assert (counters["Passed"], counters["Failed"], counters["Errors"], counters["Missed"]) == (15, 8, 7, 0)
     assert second["new_result"] == 0  # nothing re-presented to the PLC
     assert second["opcua"] == second["plc"] == list(range(30, 35))  # then exactly the new ones: none repeated
+
+
+def _until_unsubscribed(publisher: VerdictPublisher, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while publisher.subscribers:
+        assert time.monotonic() < deadline, "the stopped subscriber is still counted"
+        publisher.poll_subscriptions(100)
 
 
 async def _follow(station: Station, url: str, modbus_port: int, count: int, first: int, resumed=None) -> dict:
