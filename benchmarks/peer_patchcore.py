@@ -185,25 +185,37 @@ def run_ours(data: Path, seed: int, values: dict) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    """Side by side, one line per set: image / pixel AUROC / PRO and the seconds each took to train and to test."""
+    """Side by side, one line per set: image / pixel AUROC / PRO, the seconds each took to train and to test, and
+    ours minus anomalib's (four decimals: the differences are small); a mean line where there are several sets."""
     lines = [
-        "| set | anomalib Patchcore: image / pixel AUROC / PRO | train / test s | ours | train / test s |",
-        "| --- | --- | --- | --- | --- |",
+        "| set | anomalib Patchcore: image / pixel AUROC / PRO | train / test s | ours | train / test s "
+        "| ours − anomalib: image / pixel AUROC |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    keys = ("image_auroc", "pixel_auroc", "pro", "train_seconds", "test_seconds")
+    if len(rows) > 1:
+        mean = {who: {k: float(np.mean([r[who][k] for r in rows])) for k in keys} for who in ("anomalib", "ours")}
+        rows = [*rows, {"set": f"mean of {len(rows)}", **mean}]
     for row in rows:
+        peer, ours = row["anomalib"], row["ours"]
         cells = [
-            f"{r['image_auroc']:.3f} / {r['pixel_auroc']:.3f} / {r['pro']:.3f} | {r['train_seconds']} / "
-            f"{r['test_seconds']}"
-            for r in (row["anomalib"], row.get("ours"))
-            if r
+            f"{r['image_auroc']:.3f} / {r['pixel_auroc']:.3f} / {r['pro']:.3f} | {r['train_seconds']:.1f} / "
+            f"{r['test_seconds']:.1f}"
+            for r in (peer, ours)
         ]
-        lines.append(f"| {row['set']} (seed {row['seed']}) | " + " | ".join(cells) + " |")
+        difference = " / ".join(f"{ours[k] - peer[k]:+.4f}" for k in ("image_auroc", "pixel_auroc"))
+        name = row["set"] if "seed" in row else f"**{row['set']}**"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {difference} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="MVTec-layout sets (edge-dataset's)")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--data", type=Path, nargs="+", help="MVTec-layout sets (edge-dataset's)")
+    given.add_argument(
+        "--merge", type=Path, nargs="+", metavar="JSON", help="no run: one table of earlier runs' --out files"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer-size", type=int, default=None, help="anomalib's resize (default: its own, 256)")
     parser.add_argument(
@@ -213,6 +225,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", action="append", default=[], help="our option NAME=JSON_VALUE (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("peer_patchcore.json"))
     args = parser.parse_args(argv)
+    if args.merge:
+        rows = [row for path in args.merge for row in json.loads(path.read_text())]
+        if not all("ours" in row for row in rows):
+            parser.error("--merge: every run must have been made with --ours")
+        sources = ", ".join(f"`{path.name}`" for path in args.merge)
+        args.out.with_suffix(".md").write_text(f"Runs {sources}, one line per set\n\n{markdown(rows)}\n")
+        return
     values = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     rows = []
     for data in args.data:
