@@ -14,6 +14,7 @@ anomalib is not a dependency of this package: install it in a separate virtual e
 
     python3 -m venv --system-site-packages VENV && VENV/bin/pip install anomalib
     VENV/bin/python -m benchmarks.peer_patchcore --data SET [SET ...] --peer-coreset 0.00625 --ours --out peer.json
+    python -m benchmarks.peer_patchcore --merge peer.json more.json --out all.json   # one table of both: all.md
 
 anomalib's greedy coreset runs over a sparse random projection of every patch, so its time grows with the patches
 times the bank: keep the bank small on a CPU.
@@ -209,6 +210,25 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merged_run(path: Path) -> list[dict]:
+    """The rows of an earlier run's ``--out`` file; ValueError naming the file and what is wrong with it."""
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--merge {path}: not a readable JSON file ({exc})") from None
+    needed = ("image_auroc", "pixel_auroc", "pro", "train_seconds", "test_seconds")
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"--merge {path}: not a peer_patchcore --out file (a list of one row per set)")
+    for row in rows:
+        if not isinstance(row, dict) or not {"set", "seed", "anomalib"} <= row.keys():
+            raise ValueError(f"--merge {path}: not a peer_patchcore --out file (a row without set, seed, anomalib)")
+        if "ours" not in row:
+            raise ValueError(f"--merge {path}: {row['set']} was run without --ours: run it again with --ours")
+        if not all(key in row[who] for who in ("anomalib", "ours") for key in needed):
+            raise ValueError(f"--merge {path}: {row['set']} lacks one of {', '.join(needed)}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     given = parser.add_mutually_exclusive_group(required=True)
@@ -226,11 +246,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("peer_patchcore.json"))
     args = parser.parse_args(argv)
     if args.merge:
-        rows = [row for path in args.merge for row in json.loads(path.read_text())]
-        if not all("ours" in row for row in rows):
-            parser.error("--merge: every run must have been made with --ours")
+        try:
+            rows = [row for path in args.merge for row in merged_run(path)]
+        except ValueError as exc:
+            parser.error(str(exc))
+        seeds = ", ".join(str(seed) for seed in sorted({row["seed"] for row in rows}))
         sources = ", ".join(f"`{path.name}`" for path in args.merge)
-        args.out.with_suffix(".md").write_text(f"Runs {sources}, one line per set\n\n{markdown(rows)}\n")
+        header = f"Runs {sources} (both models trained with seed {seeds}), one line per set"
+        args.out.with_suffix(".md").write_text(f"{header}\n\n{markdown(rows)}\n")
         return
     values = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     rows = []

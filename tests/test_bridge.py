@@ -75,12 +75,16 @@ def bridge(*args: str, wait_for: int | tuple[int, ...]) -> Iterator[subprocess.P
         passed = True
     finally:
         process.terminate()
-        code = process.wait(timeout=20)
+        try:
+            code = process.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # still running 20 s after SIGTERM: a failure, with its log
+            process.kill()
+            code = process.wait()
         reader.join(timeout=5)
         process.log = "".join(log)
         if not passed:
-            print(f"edge-bridge's log:\n{process.log}")  # shown with the failure
-        assert code == 0 or not passed, process.log
+            print(f"edge-bridge's log (exit {code}):\n{process.log}")  # shown with the failure
+        assert code == 0 or not passed, f"exit {code}:\n{process.log}"
 
 
 def scrape(port: int) -> dict[str, float]:
