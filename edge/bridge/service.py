@@ -50,12 +50,12 @@ class Bridge:
         started = []
         try:
             try:
-                if self.config.metrics is not None:
-                    self.metrics.serve(self.config.metrics)
                 for output in self.outputs:
                     await output.start()
                     started.append(output)
                 self.metrics.watch(list(self.views.values()), self.outputs)
+                if self.config.metrics is not None:  # once every output's families are there: no partial scrape
+                    self.metrics.serve(self.config.metrics)
                 for link in self.config.stations:
                     feed = StationFeed(link, deliver, self.config.offline_heartbeats, self.metrics)
                     self.feeds.append(feed)
