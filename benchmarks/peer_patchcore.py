@@ -43,6 +43,7 @@ from export.nn.trunk import imagenet_weights_file, load_efficientnet_state, sha2
 
 BACKBONE = "efficientnet_lite0"
 LAYERS = ("blocks.1", "blocks.2")
+COLUMNS = ("image_auroc", "pixel_auroc", "pro", "train_seconds", "test_seconds")  # of each library, in the tables
 
 
 def imagenet_state() -> tuple[dict[str, torch.Tensor], str]:
@@ -193,9 +194,8 @@ def markdown(rows: list[dict]) -> str:
         "| ours − anomalib: image / pixel AUROC |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    keys = ("image_auroc", "pixel_auroc", "pro", "train_seconds", "test_seconds")
     if len(rows) > 1:
-        mean = {who: {k: float(np.mean([r[who][k] for r in rows])) for k in keys} for who in ("anomalib", "ours")}
+        mean = {who: {k: float(np.mean([r[who][k] for r in rows])) for k in COLUMNS} for who in ("anomalib", "ours")}
         rows = [*rows, {"set": f"mean of {len(rows)}", **mean}]
     for row in rows:
         peer, ours = row["anomalib"], row["ours"]
@@ -216,7 +216,6 @@ def merged_run(path: Path) -> list[dict]:
         rows = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"--merge {path}: not a readable JSON file ({exc})") from None
-    needed = ("image_auroc", "pixel_auroc", "pro", "train_seconds", "test_seconds")
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"--merge {path}: not a peer_patchcore --out file (a list of one row per set)")
     for row in rows:
@@ -224,8 +223,8 @@ def merged_run(path: Path) -> list[dict]:
             raise ValueError(f"--merge {path}: not a peer_patchcore --out file (a row without set, seed, anomalib)")
         if "ours" not in row:
             raise ValueError(f"--merge {path}: {row['set']} was run without --ours: run it again with --ours")
-        if not all(key in row[who] for who in ("anomalib", "ours") for key in needed):
-            raise ValueError(f"--merge {path}: {row['set']} lacks one of {', '.join(needed)}")
+        if not all(key in row[who] for who in ("anomalib", "ours") for key in COLUMNS):
+            raise ValueError(f"--merge {path}: {row['set']} lacks one of {', '.join(COLUMNS)}")
     return rows
 
 
