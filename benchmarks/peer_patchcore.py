@@ -43,6 +43,7 @@ from export.nn.trunk import imagenet_weights_file, load_efficientnet_state, sha2
 
 BACKBONE = "efficientnet_lite0"
 LAYERS = ("blocks.1", "blocks.2")
+WHO = ("anomalib", "ours")  # the two columns of results
 COLUMNS = ("image_auroc", "pixel_auroc", "pro", "train_seconds", "test_seconds")  # of each library, in the tables
 
 
@@ -186,18 +187,31 @@ def run_ours(data: Path, seed: int, values: dict) -> dict:
     }
 
 
+def mean_line(rows: list[dict], name: str) -> dict:
+    """A line of the means of ``rows`` (bold in the table: it has no seed)."""
+    return {"set": name, **{who: {k: float(np.mean([r[who][k] for r in rows])) for k in COLUMNS} for who in WHO}}
+
+
 def markdown(rows: list[dict]) -> str:
     """Side by side, one line per set: image / pixel AUROC / PRO, the seconds each took to train and to test, and
-    ours minus anomalib's (four decimals: the differences are small); a mean line where there are several sets."""
+    ours minus anomalib's (four decimals: the differences are small); a mean line where there are several sets.
+    Where the lines hold more than one training seed, they are ordered by set, each says its seed, and each set
+    with several has a line of its means over them."""
     lines = [
         "| set | anomalib Patchcore: image / pixel AUROC / PRO | train / test s | ours | train / test s "
         "| ours − anomalib: image / pixel AUROC |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    seeded = len({row["seed"] for row in rows}) > 1
+    shown = rows
+    if seeded:
+        shown = []
+        for name in sorted({row["set"] for row in rows}):
+            group = sorted((row for row in rows if row["set"] == name), key=lambda row: row["seed"])
+            shown += group + ([mean_line(group, f"{name}, mean of {len(group)} seeds")] if len(group) > 1 else [])
     if len(rows) > 1:
-        mean = {who: {k: float(np.mean([r[who][k] for r in rows])) for k in COLUMNS} for who in ("anomalib", "ours")}
-        rows = [*rows, {"set": f"mean of {len(rows)}", **mean}]
-    for row in rows:
+        shown = [*shown, mean_line(rows, f"mean of {len(rows)}")]
+    for row in shown:
         peer, ours = row["anomalib"], row["ours"]
         cells = [
             f"{r['image_auroc']:.3f} / {r['pixel_auroc']:.3f} / {r['pro']:.3f} | {r['train_seconds']:.1f} / "
@@ -205,7 +219,9 @@ def markdown(rows: list[dict]) -> str:
             for r in (peer, ours)
         ]
         difference = " / ".join(f"{ours[k] - peer[k]:+.4f}" for k in ("image_auroc", "pixel_auroc"))
-        name = row["set"] if "seed" in row else f"**{row['set']}**"
+        name = (
+            f"**{row['set']}**" if "seed" not in row else f"{row['set']}, seed {row['seed']}" if seeded else row["set"]
+        )
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {difference} |")
     return "\n".join(lines)
 
@@ -223,7 +239,7 @@ def merged_run(path: Path) -> list[dict]:
             raise ValueError(f"--merge {path}: not a peer_patchcore --out file (a row without set, seed, anomalib)")
         if "ours" not in row:
             raise ValueError(f"--merge {path}: {row['set']} was run without --ours: run it again with --ours")
-        if not all(key in row[who] for who in ("anomalib", "ours") for key in COLUMNS):
+        if not all(key in row[who] for who in WHO for key in COLUMNS):
             raise ValueError(f"--merge {path}: {row['set']} lacks one of {', '.join(COLUMNS)}")
     return rows
 
@@ -235,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     given.add_argument(
         "--merge", type=Path, nargs="+", metavar="JSON", help="no run: one table of earlier runs' --out files"
     )
+    parser.add_argument("--only", nargs="+", metavar="SET", help="with --merge: only these sets' lines")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer-size", type=int, default=None, help="anomalib's resize (default: its own, 256)")
     parser.add_argument(
@@ -244,11 +261,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", action="append", default=[], help="our option NAME=JSON_VALUE (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("peer_patchcore.json"))
     args = parser.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.merge:
         try:
             rows = [row for path in args.merge for row in merged_run(path)]
         except ValueError as exc:
             parser.error(str(exc))
+        if args.only:
+            missing = sorted(set(args.only) - {row["set"] for row in rows})
+            if missing:
+                parser.error(
+                    f"--only {' '.join(missing)}: not in the merged files (their sets: "
+                    f"{', '.join(sorted({row['set'] for row in rows}))})"
+                )
+            rows = [row for row in rows if row["set"] in args.only]
         seeds = ", ".join(str(seed) for seed in sorted({row["seed"] for row in rows}))
         sources = ", ".join(f"`{path.name}`" for path in args.merge)
         header = f"Runs {sources} (both models trained with seed {seeds}), one line per set"
