@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", action="append", default=[], help="our option NAME=JSON_VALUE (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("peer_patchcore.json"))
     args = parser.parse_args(argv)
+    if args.only and not args.merge:
+        parser.error("--only picks sets of --merge's files: give --merge, or list the sets in --data")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.merge:
         try:
@@ -277,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
             rows = [row for row in rows if row["set"] in args.only]
         seeds = ", ".join(str(seed) for seed in sorted({row["seed"] for row in rows}))
         sources = ", ".join(f"`{path.name}`" for path in args.merge)
-        header = f"Runs {sources} (both models trained with seed {seeds}), one line per set"
+        each = "one line per set and training seed" if "," in seeds else "one line per set"
+        header = f"Runs {sources} (both models trained with seed {seeds}), {each}"
         args.out.with_suffix(".md").write_text(f"{header}\n\n{markdown(rows)}\n")
         return
     values = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}

@@ -28,7 +28,7 @@ def test_runs_of_several_seeds_say_each_line_s_seed_with_a_mean_per_set_and_only
     second = run_file(tmp_path / "s1.json", 1, {"hubble-s2": (0.94, 0.96)})
     main(["--merge", str(first), str(second), "--only", "hubble-s2", "--out", str(tmp_path / "out" / "m.json")])
     table = (tmp_path / "out" / "m.md").read_text()
-    assert "trained with seed 0, 1" in table
+    assert "trained with seed 0, 1), one line per set and training seed" in table
     assert "| hubble-s2, seed 0 | 0.950 / " in table and "| -0.0200 / +0.0000 |" in table
     assert "| hubble-s2, seed 1 | 0.940 / " in table and "| +0.0200 / +0.0000 |" in table
     assert "cell-s2" not in table
@@ -43,6 +43,13 @@ def test_one_seed_keeps_plain_set_names(tmp_path: Path) -> None:
     main(["--merge", str(only), "--out", str(tmp_path / "m.json")])
     table = (tmp_path / "m.md").read_text()
     assert "| a | 0.900 / " in table and "| b | 0.800 / " in table and "seed 0 |" not in table
+
+
+def test_only_without_merge_is_one_error_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(tmp_path), "--only", "a", "--out", str(tmp_path / "m.json")])
+    assert exit_info.value.code == 2
+    assert "--only picks sets of --merge's files" in capsys.readouterr().err
 
 
 def test_a_set_not_in_the_files_is_one_error_line(tmp_path: Path, capsys) -> None:
