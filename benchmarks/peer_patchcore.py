@@ -277,10 +277,10 @@ def main(argv: list[str] | None = None) -> None:
                     f"{', '.join(sorted({row['set'] for row in rows}))})"
                 )
             rows = [row for row in rows if row["set"] in args.only]
-        seeds = ", ".join(str(seed) for seed in sorted({row["seed"] for row in rows}))
+        seeds = sorted({row["seed"] for row in rows})
         sources = ", ".join(f"`{path.name}`" for path in args.merge)
-        each = "one line per set and training seed" if "," in seeds else "one line per set"
-        header = f"Runs {sources} (both models trained with seed {seeds}), {each}"
+        each = "one line per set and training seed" if len(seeds) > 1 else "one line per set"
+        header = f"Runs {sources} (both models trained with seed {', '.join(map(str, seeds))}), {each}"
         args.out.with_suffix(".md").write_text(f"{header}\n\n{markdown(rows)}\n")
         return
     values = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
