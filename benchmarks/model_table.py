@@ -6,9 +6,11 @@ report on: ``export.data.texture_dataset.SURFACES``), each seed giving other win
 set and seed the command also cuts 100 good calibration images from the test band (another seed), scores them
 and sets the threshold for 5 % false rejects with ``edge-calibrate``'s own code; "caught" counts the defective
 test images at or above it. Latency: the FP32 ONNX export in ONNX Runtime on the CPU, batch 1, once per model.
-Datasets and checkpoints stay in ``--work`` and are reused when the command runs again (so a table can grow); an
+Datasets and checkpoints stay in ``--work`` and are reused when the command runs again (so a table can grow), but
+a checkpoint trained with other options than its model's preset has today is trained again; an
 ensemble takes members trained there already for the same set and seed (``edge-train --reuse``), and its training
-time counts theirs::
+time counts theirs. ``--training-seeds`` trains every set with those seeds instead of the set's own (the seed
+picks, for instance, PatchCore's coreset), to tell a choice from the training seed's own spread::
 
     python -m benchmarks.model_table --sets cell,hubble_deep_field,retina --seeds 0,1,2 \\
         --work runs/held-out --out benchmarks/results/held-out
@@ -17,6 +19,7 @@ time counts theirs::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -30,13 +33,13 @@ from edge.bench import bench_engine, machine
 from edge.engines import open_engine
 from edge.false_rejects import false_reject_threshold
 from edge.sidecar import FrameSpec, ScoreSpec
-from export.checkpoint import load_model
+from export.checkpoint import load_model, read_checkpoint
 from export.data.images import list_images, load_test_set, read_image, resize_image
-from export.data.texture_dataset import SURFACES, make_texture_dataset
+from export.data.texture_dataset import MARKER_NAME, ORIENTATIONS, SURFACES, make_texture_dataset
 from export.errors import UserError
 from export.evaluate import evaluate_samples, predict
 from export.exporter import export_artefact
-from export.models import model_names
+from export.models import get_spec, model_names
 from export.models.registry import parse_model
 from export.train import train
 
@@ -50,19 +53,38 @@ def label(name: str, values: dict) -> str:
     return name + (f"[{','.join(f'{k}={v}' for k, v in values.items())}]" if values else "")
 
 
-def cut_sets(surface: str, seed: int, work: Path, counts: dict) -> tuple[Path, Path]:
-    """The set and its calibration images (written once, reused after)."""
+def cut_sets(surface: str, seed: int, work: Path, cut: dict) -> tuple[Path, Path]:
+    """The set and its calibration images (written once, reused after), ``cut`` as ``make_texture_dataset``'s
+    sizes, counts and orientation."""
     data = work / "data" / f"{surface}-s{seed}"
     good = work / "data" / f"{surface}-s{seed}-calibration"
+    for folder in (data, good):
+        marker = folder / MARKER_NAME
+        cut_as = json.loads(marker.read_text())["summary"].get("orientation", "any") if marker.is_file() else None
+        if cut_as not in (None, cut["orientation"]):
+            raise UserError(
+                f"{folder} was cut with --orientation {cut_as}, not {cut['orientation']}: give another --work"
+            )
     if not (data / "test").is_dir():
-        make_texture_dataset(surface, data, seed=seed, **counts)
+        make_texture_dataset(surface, data, seed=seed, **cut)
     if not (good / "test" / "good").is_dir():
-        size = counts["image_size"]
         make_texture_dataset(
-            surface, good, image_size=size, train=0, test_good=CALIBRATION_IMAGES, test_per_defect=0,
-            seed=seed + CALIBRATION_SEED,
+            surface, good, image_size=cut["image_size"], train=0, test_good=CALIBRATION_IMAGES, test_per_defect=0,
+            seed=seed + CALIBRATION_SEED, orientation=cut["orientation"],
         )  # fmt: skip
     return data, good
+
+
+def trained_as_asked(checkpoint: Path, name: str, values: dict) -> bool:
+    """Whether ``checkpoint`` holds what training ``name`` with ``values`` gives today: the same config and
+    training options (a preset changed since, or an option added since, makes it stale)."""
+    config, training = get_spec(name).options(values)
+    payload = read_checkpoint(checkpoint)
+    options = payload["training"].get("options", {})
+    wanted = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(training).items()}
+    built = {k: v for k, v in config.to_dict().items() if v != ()}  # empty ones training fills (an ensemble's members)
+    same_config = all(payload["config"].get(k) == v for k, v in built.items())
+    return same_config and all(k in options and options[k] == v for k, v in wanted.items())
 
 
 def cpu_latency_ms(checkpoint: Path, size: int, frames: int) -> float:
@@ -99,25 +121,45 @@ def measure(checkpoint: Path, data: Path, good: Path) -> dict:
     }
 
 
-def run(models: list[tuple[str, dict]], surfaces: list[str], seeds: list[int], work: Path, counts: dict, frames: int):
-    """Yield one row per model × set × seed, training what ``work`` does not hold yet."""
+def seed_label(row: dict) -> str:
+    """A row's seeds: the set's, and the training's where it is another (``1/t0``)."""
+    training = row.get("training_seed", row["seed"])
+    return str(row["seed"]) if training == row["seed"] else f"{row['seed']}/t{training}"
+
+
+def run(
+    models: list[tuple[str, dict]],
+    surfaces: list[str],
+    seeds: list[int],
+    work: Path,
+    cut: dict,
+    frames: int,
+    training_seeds: list[int] | None = None,
+):
+    """Yield one row per model × set × seed (× training seed: by default the set's), training what ``work`` does
+    not hold yet."""
     latency: dict[str, float] = {}
     for surface in surfaces:
         for seed in seeds:
-            data, good = cut_sets(surface, seed, work, counts)
-            for name, values in models:
-                tag = label(name, values)
-                checkpoint = work / "models" / tag / f"{surface}-s{seed}.pt"
-                if not checkpoint.is_file():
-                    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                    trained = sorted((work / "models").glob(f"*/{checkpoint.name}"))  # an ensemble's members
-                    train(name, data, checkpoint, values, device="cpu", seed=seed, progress=False, reuse=trained)
-                row = measure(checkpoint, data, good)
-                if tag not in latency:
-                    latency[tag] = cpu_latency_ms(checkpoint, counts["image_size"], frames)
-                row = {"model": tag, "set": surface, "role": SURFACES[surface].role, "seed": seed, **row}
-                print(json.dumps(row), flush=True)
-                yield row | {"latency_ms": latency[tag]}
+            data, good = cut_sets(surface, seed, work, cut)
+            for training_seed in training_seeds or [seed]:
+                for name, values in models:
+                    tag = label(name, values)
+                    seeds_of = {"seed": seed, "training_seed": training_seed}
+                    checkpoint = work / "models" / tag / f"{surface}-s{seed_label(seeds_of).replace('/', '-')}.pt"
+                    if not checkpoint.is_file() or not trained_as_asked(checkpoint, name, values):
+                        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                        trained = sorted((work / "models").glob(f"*/{checkpoint.name}"))  # an ensemble's members
+                        train(
+                            name, data, checkpoint, values, device="cpu", seed=training_seed, progress=False,
+                            reuse=trained,
+                        )  # fmt: skip
+                    row = {"model": tag, "set": surface, "role": SURFACES[surface].role, **seeds_of}
+                    row |= measure(checkpoint, data, good)
+                    if tag not in latency:
+                        latency[tag] = cpu_latency_ms(checkpoint, cut["image_size"], frames)
+                    print(json.dumps(row), flush=True)
+                    yield row | {"latency_ms": latency[tag]}
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -140,7 +182,7 @@ def markdown(rows: list[dict]) -> str:
             images = [r["image_auroc"] for r in group]
             caught, defective = sum(r["caught"] for r in group), sum(r["defective"] for r in group)
             lines.append(
-                f"| {model} | {surface} ({group[0]['role']}) | {','.join(str(r['seed']) for r in group)} | "
+                f"| {model} | {surface} ({group[0]['role']}) | {','.join(seed_label(r) for r in group)} | "
                 f"{np.mean(images):.3f} ({min(images):.3f}–{max(images):.3f}) | {_mean(group, 'pixel_auroc'):.3f} | "
                 f"{_mean(group, 'pro'):.3f} | {caught}/{defective} ({100 * caught / max(defective, 1):.0f} %) | "
                 f"{_mean(group, 'train_seconds'):.0f} | {group[0]['latency_ms']:.1f} |"
@@ -167,7 +209,14 @@ def _list(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="model_table", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", required=True, help=f"surfaces, comma-separated, of {', '.join(SURFACES)}")
-    parser.add_argument("--seeds", default="0", help="dataset and training seeds, comma-separated (default 0)")
+    parser.add_argument(
+        "--seeds", default="0", help="dataset seeds, comma-separated (default 0); each is its set's training seed too"
+    )
+    parser.add_argument(
+        "--training-seeds",
+        help="training seeds for every set, comma-separated (default: each set's own seed): how much the training "
+        "seed alone moves a result",
+    )
     parser.add_argument(
         "--models",
         nargs="+",
@@ -182,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=60, help="good training images per set")
     parser.add_argument("--test-good", type=int, default=20)
     parser.add_argument("--test-per-defect", type=int, default=7, help="test images per defect kind (6 kinds)")
+    parser.add_argument(
+        "--orientation",
+        choices=ORIENTATIONS,
+        default="any",
+        help="the sets' windows turned and mirrored at random (any) or as cut (fixed); each needs its own --work",
+    )
     parser.add_argument("--frames", type=int, default=50, help="frames timed per model for the latency")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[1]
@@ -192,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or not surfaces or not seeds:
             parser.error(f"--sets {args.sets}: give surfaces of {', '.join(SURFACES)}")
         models = [parse_model(item, "--models") for item in args.models or model_names()]
-        counts = {k: getattr(args, k) for k in ("image_size", "train", "test_good", "test_per_defect")}
-        rows = list(run(models, surfaces, seeds, args.work, counts, args.frames))
+        cut = {k: getattr(args, k) for k in ("image_size", "train", "test_good", "test_per_defect", "orientation")}
+        training_seeds = [int(s) for s in _list(args.training_seeds)] if args.training_seeds else None
+        rows = list(run(models, surfaces, seeds, args.work, cut, args.frames, training_seeds))
     except ValueError as exc:
         parser.error(str(exc))
     except UserError as exc:

@@ -45,7 +45,7 @@ def _run(
 
 def dataset_main(argv: Sequence[str] | None = None) -> int:
     """``edge-dataset``: write an MVTec-style dataset cut from a photo of a surface."""
-    from export.data.texture_dataset import DEFECT_KINDS, HELD_OUT, SURFACES, TEXTURES
+    from export.data.texture_dataset import DEFECT_KINDS, HELD_OUT, ORIENTATIONS, SURFACES, TEXTURES
 
     parser = argparse.ArgumentParser(
         prog="edge-dataset",
@@ -72,6 +72,13 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="0 for reporting, 1 for validation sets to choose on")
     parser.add_argument(
+        "--orientation",
+        choices=ORIENTATIONS,
+        default="any",
+        help="any: each window turned by a multiple of 90° and mirrored at random (a surface fed in any direction); "
+        "fixed: as cut from the photo (parts that face the camera one way)",
+    )
+    parser.add_argument(
         "--contamination",
         type=float,
         default=0.0,
@@ -93,6 +100,7 @@ def dataset_main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 contamination=args.contamination,
                 defects=[k.strip() for k in args.defects.split(",") if k.strip()],
+                orientation=args.orientation,
             )
         except (ValueError, FileExistsError) as exc:
             raise UserError(str(exc)) from exc

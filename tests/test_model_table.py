@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from benchmarks import model_table  # noqa: E402
 
@@ -47,13 +47,41 @@ def test_trains_measures_and_reuses(tmp_path: Path, capsys) -> None:
     again = json.loads((tmp_path / "again" / "rows.json").read_text())["rows"][0]
     assert again["image_auroc"] == row["image_auroc"] and again["caught"] == row["caught"]
 
+    # a checkpoint of another preset (an option it lacks, or another value) is trained again
+    def retrained_after(change) -> dict:
+        payload = torch.load(checkpoint, weights_only=False)
+        change(payload["training"]["options"])
+        torch.save(payload, checkpoint)
+        assert model_table.main([*argv, "--out", str(tmp_path / "third"), *SMALL]) == 0
+        return torch.load(checkpoint, weights_only=False)["training"]["options"]
+
+    assert retrained_after(lambda options: options.pop("views"))["views"] == "dihedral"  # an option it lacked
+    assert retrained_after(lambda options: options.update(view_pool=3.0))["view_pool"] == 2.0  # another value
+    # sets cut in another orientation are not taken for these
+    with pytest.raises(SystemExit) as exit_info:
+        model_table.main([*argv, "--orientation", "fixed", "--out", str(tmp_path / "fixed"), *SMALL])
+    assert exit_info.value.code == 2 and "was cut with --orientation any" in capsys.readouterr().err
+
+
+def test_training_seeds_train_each_set_again_with_each_seed(tmp_path: Path) -> None:
+    argv = ["--sets", "cell", "--seeds", "0", "--training-seeds", "0,1", "--models", MODEL, "--work", str(tmp_path)]
+    assert model_table.main([*argv, "--out", str(tmp_path / "out"), *SMALL]) == 0
+    rows = json.loads((tmp_path / "out" / "rows.json").read_text())["rows"]
+    assert [(r["seed"], r["training_seed"]) for r in rows] == [(0, 0), (0, 1)]
+    checkpoints = sorted(p.name for p in (tmp_path / "models" / TAG).iterdir())
+    assert checkpoints == ["cell-s0-t1.pt", "cell-s0.pt"]  # the set's own seed keeps the plain name
+    payloads = [torch.load(tmp_path / "models" / TAG / n, weights_only=False) for n in checkpoints]
+    assert [p["training"]["options"]["seed"] for p in payloads] == [1, 0]
+    assert f"| {TAG} | cell (held-out) | 0,0/t1 |" in (tmp_path / "out" / "table.md").read_text()
+
 
 def test_caught_counts_scores_at_or_above_the_calibrated_threshold(tmp_path: Path, monkeypatch) -> None:
     """The count is the defective test scores at or above the threshold set on the calibration images alone."""
     from benchmarks.model_table import cut_sets, measure
     from export.train import train
 
-    data, good = cut_sets("cell", 0, tmp_path, {"image_size": 64, "train": 8, "test_good": 6, "test_per_defect": 2})
+    cut = {"image_size": 64, "train": 8, "test_good": 6, "test_per_defect": 2, "orientation": "any"}
+    data, good = cut_sets("cell", 0, tmp_path, cut)
     checkpoint = tmp_path / "m.pt"
     train("patchcore", data, checkpoint, {"image_size": 64, "coreset": 0.05}, device="cpu", progress=False)
     seen = {}

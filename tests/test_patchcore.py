@@ -3,11 +3,13 @@ is the paper's, and a model built in seconds exports, agrees with ONNX Runtime a
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from edge.sidecar import FrameSpec, read_sidecar
+from export.data.batches import to_batch
 from export.errors import UserError
 from export.exporter import export_artefact
 from export.models.patchcore import network as patchcore_network
@@ -127,8 +129,45 @@ def test_the_bank_never_exceeds_max_bank(brick_dataset: Path, tmp_path: Path) ->
     values = {"image_size": 64, "coreset": 0.5, "max_bank": 100}
     summary = train("patchcore", brick_dataset, tmp_path / "p.pt", values, device="cpu", progress=False)
     assert summary["patch_features"] == 12 * 16 * 16 and summary["bank_vectors"] == 100
+    assert summary["pooled_patches"] == 2 * 12 * 16 * 16  # drawn from the dihedral views, twice their own
     with pytest.raises(UserError, match="--max-bank"):
         train("patchcore", brick_dataset, tmp_path / "q.pt", {"max_bank": 0}, device="cpu", progress=False)
+
+
+def test_dihedral_views_bring_every_turn_and_mirror_image_of_the_good_images_into_the_bank() -> None:
+    from export.models.patchcore.training import PatchCoreTraining, train_patchcore
+    from export.models.registry import TrainRun
+
+    image = cv2.resize(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8), (64, 64))
+    config = PatchCoreConfig(image_size=64)
+
+    def trained(views: str, view_pool: float) -> tuple[PatchCore, dict]:
+        options = PatchCoreTraining(coreset=1.0, views=views, view_pool=view_pool, backbone_weights="random")
+        run = TrainRun(config, options, [image], torch.device("cpu"), np.random.default_rng(0), progress=False)
+        torch.manual_seed(0)  # the same random trunk each time
+        return train_patchcore(run)
+
+    def mean_distance(model: PatchCore, picture: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(model.nearest(model.patch_features(to_batch([np.ascontiguousarray(picture)])))[0].mean())
+
+    as_taken, summary = trained("as-taken", 8.0)
+    dihedral, dihedral_summary = trained("dihedral", 8.0)
+    assert summary["pooled_patches"] == summary["bank_vectors"] == 16 * 16  # one view: the pool is ignored
+    assert dihedral_summary["pooled_patches"] == 8 * 16 * 16 and dihedral_summary["bank_vectors"] == 16 * 16
+    assert trained("dihedral", 2.0)[1]["pooled_patches"] == 2 * 16 * 16
+    # the bank keeps an eighth of the dihedral pool, so the views are near it, not in it; another picture is not
+    other = cv2.resize(np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8), (64, 64))
+    views = [np.rot90(image, k) for k in range(4)] + [image[:, ::-1], np.rot90(image, 3)[::-1]]
+    near = [mean_distance(dihedral, view) for view in views]
+    assert max(near) < 1.2 * min(near) and max(near) < 0.75 * mean_distance(dihedral, other)
+    assert mean_distance(as_taken, image) < 1e-3
+    assert all(mean_distance(as_taken, view) > 0.75 * mean_distance(as_taken, other) for view in views[1:])
+    with pytest.raises(UserError, match="--views"):
+        trained("turned", 2.0)
+    for pool in (0.5, 9.0):
+        with pytest.raises(UserError, match="--view-pool"):
+            trained("dihedral", pool)
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def test_load_texture_unknown_name() -> None:
 
 
 def _crop(texture: str, size: int, seed: int) -> np.ndarray:
-    return _random_crop(load_texture(texture), (307, 512), 192, size, np.random.default_rng(seed))
+    return _random_crop(load_texture(texture), (307, 512), 192, size, np.random.default_rng(seed), turn=True)
 
 
 @pytest.mark.parametrize("kind", DEFECT_KINDS)
@@ -161,7 +161,7 @@ def test_crops_stay_inside_their_row_band() -> None:
     rng = np.random.default_rng(0)
     for band in [(0, 307), (307, 512)]:
         for _ in range(50):
-            window = _random_crop(photo, band, 96, 96, rng)
+            window = _random_crop(photo, band, 96, 96, rng, turn=True)
             assert window.shape == (96, 96, 3)
             assert band[0] // 2 <= window.min() and window.max() <= (band[1] - 1) // 2
 
@@ -225,6 +225,28 @@ def test_same_seed_same_bytes(tmp_path: Path, small_dataset: tuple[Path, dict]) 
     other = tmp_path / "other"
     make_texture_dataset("gravel", other, seed=4, **SMALL)
     assert _files(other)["train/good/000.png"] != _files(out)["train/good/000.png"]
+
+
+def test_fixed_orientation_cuts_the_same_windows_unturned(tmp_path: Path, small_dataset: tuple[Path, dict]) -> None:
+    """``fixed`` gives the windows of ``any`` as they lie in the photo: each good image of ``any`` is one of the
+    eight turns and mirror images of ``fixed``'s, and across the set more than one of them occurs."""
+    turned, _ = small_dataset
+    summary = make_texture_dataset("gravel", tmp_path / "fixed", seed=3, orientation="fixed", **SMALL)
+    assert (
+        summary["orientation"] == "fixed"
+        and json.loads((turned / MARKER_NAME).read_text())["summary"]["orientation"] == "any"
+    )
+    seen = set()
+    for name in [f"train/good/{i:03d}.png" for i in range(6)] + [f"test/good/{i:03d}.png" for i in range(3)]:
+        fixed, any_way = (cv2.imread(str(root / name)) for root in (tmp_path / "fixed", turned))
+        views = [np.rot90(fixed, k) for k in range(4)]
+        views += [view[:, ::-1] for view in views]
+        matches = [k for k, view in enumerate(views) if np.array_equal(view, any_way)]
+        assert matches, name
+        seen.add(matches[0])
+    assert len(seen) > 1
+    with pytest.raises(ValueError, match="orientation 'upright': one of any, fixed"):
+        make_texture_dataset("gravel", tmp_path / "bad", orientation="upright", **SMALL)
 
 
 def test_image_i_does_not_depend_on_the_counts(tmp_path: Path) -> None:

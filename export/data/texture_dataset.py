@@ -80,6 +80,7 @@ MIN_CHANGE = 15.0
 
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # fast; level 3+ saves ~10 % size at twice the time
 _MARKER_VERSION = 2
+ORIENTATIONS = ("any", "fixed")  # windows turned and mirrored at random, or as cut
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -534,17 +535,19 @@ def _row_bands(height: int, crop: int) -> tuple[tuple[int, int], tuple[int, int]
 
 
 def _random_crop(
-    photo: np.ndarray, rows: tuple[int, int], crop: int, image_size: int, rng: np.random.Generator
+    photo: np.ndarray, rows: tuple[int, int], crop: int, image_size: int, rng: np.random.Generator, *, turn: bool
 ) -> np.ndarray:
-    """A ``crop``×``crop`` window lying wholly inside ``rows``, resized, randomly flipped / rotated, 3-channel."""
+    """A ``crop``×``crop`` window lying wholly inside ``rows``, resized, 3-channel; with ``turn`` randomly rotated
+    by a multiple of 90° and mirrored (the draws are made either way, so both give the same windows)."""
     y = int(rng.integers(rows[0], rows[1] - crop + 1))
     x = int(rng.integers(0, photo.shape[1] - crop + 1))
     window = photo[y : y + crop, x : x + crop]
     if crop != image_size:
         window = cv2.resize(window, (image_size, image_size), interpolation=cv2.INTER_AREA)
-    window = np.rot90(window, int(rng.integers(4)))
-    if rng.random() < 0.5:
-        window = window[:, ::-1]
+    quarter_turns, mirrored = int(rng.integers(4)), rng.random() < 0.5
+    if turn:
+        window = np.rot90(window, quarter_turns)
+        window = window[:, ::-1] if mirrored else window
     return cv2.cvtColor(np.ascontiguousarray(window), cv2.COLOR_GRAY2BGR)
 
 
@@ -614,21 +617,25 @@ def make_texture_dataset(
     seed: int = 0,
     contamination: float = 0.0,
     defects: Sequence[str] = DEFECT_KINDS,
+    orientation: str = "any",
 ) -> dict:
     """Write an MVTec-AD-style dataset cut from the photo ``texture`` (a :data:`SURFACES` name or an image file)
     into ``out``; return a summary.
 
     ``train`` good training images, ``test_good`` good test images and ``test_per_defect`` images of each kind in
     ``defects`` (with masks under ``ground_truth``), all ``image_size``×``image_size`` 3-channel PNG, each a
-    ``crop``×``crop`` window of the photo (default: the surface's, 192 px for a file). ``out`` must be missing,
-    empty, or a dataset an earlier call wrote (its files are then replaced); anything else raises
-    :class:`FileExistsError` and is left untouched.
+    ``crop``×``crop`` window of the photo (default: the surface's, 192 px for a file), with ``orientation`` "any"
+    each window turned by a random multiple of 90° and mirrored at random (a surface cut or fed in any direction),
+    with "fixed" as cut (parts that always face the camera one way; the same windows, defects drawn from the same
+    seeds).
+    ``out`` must be missing, empty, or a dataset an earlier call wrote (its files are then replaced); anything else
+    raises :class:`FileExistsError` and is left untouched.
     Raises :class:`ValueError` for an unknown texture or impossible sizes or counts. The same arguments always
     give byte-identical files, and image ``i`` of a split does not depend on how many images the split has.
 
     The summary holds ``texture``, ``image_size``, ``crop``, ``seed``, ``train_rows`` and ``test_rows`` (the
-    disjoint row bands ``[start, stop)`` of the photo the windows come from), ``defect_kinds``, ``counts``
-    (images per ``"train/good"``, ``"test/good"``, ``"test/<defect>"``) and ``path``.
+    disjoint row bands ``[start, stop)`` of the photo the windows come from), ``orientation``, ``defect_kinds``,
+    ``counts`` (images per ``"train/good"``, ``"test/good"``, ``"test/<defect>"``) and ``path``.
 
     ``contamination`` (in [0, 1]) paints a defect of the test kinds (in turn) onto that fraction of the training
     images, chosen at random, as a training folder nobody cleaned would hold; their masks are kept aside under
@@ -652,6 +659,8 @@ def make_texture_dataset(
     _check_int("seed", seed, 0)
     if not 0.0 <= contamination <= 1.0:
         raise ValueError(f"contamination must be a fraction in [0, 1]; got {contamination!r}")
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation {orientation!r}: one of {', '.join(ORIENTATIONS)}")
 
     out = Path(out)
     train_rows, test_rows = _row_bands(height, crop)
@@ -675,6 +684,7 @@ def make_texture_dataset(
         "train_rows": list(train_rows),
         "test_rows": list(test_rows),
         "role": SURFACES[texture].role if texture in SURFACES else "user",
+        "orientation": orientation,
         "defect_kinds": list(defects),
         "counts": {f"{split}/{label}": n for split, label, n in plan},
     }
@@ -706,7 +716,7 @@ def make_texture_dataset(
         rows = train_rows if split == "train" else test_rows
         for i in range(n):
             rng = np.random.default_rng([seed, texture_id, split_id, i])
-            image = _random_crop(photo, rows, crop, image_size, rng)
+            image = _random_crop(photo, rows, crop, image_size, rng, turn=orientation == "any")
             if label != "good":
                 image, mask = paste_defect(image, label, rng, avoid_texture=texture)
                 _write_png(out / "ground_truth" / label / f"{name(i)}_mask.png", mask)
