@@ -19,7 +19,6 @@ picks, for instance, PatchCore's coreset), to tell a choice from the training se
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -34,13 +33,13 @@ from edge.engines import open_engine
 from edge.false_rejects import false_reject_threshold
 from edge.sidecar import FrameSpec, ScoreSpec
 from export.checkpoint import load_model, read_checkpoint
-from export.data.images import list_images, load_test_set, read_image, resize_image
+from export.data.images import list_images, load_test_set, read_image
 from export.data.texture_dataset import MARKER_NAME, ORIENTATIONS, SURFACES, make_texture_dataset
 from export.errors import UserError
 from export.evaluate import evaluate_samples, predict
 from export.exporter import export_artefact
 from export.models import get_spec, model_names
-from export.models.registry import parse_model
+from export.models.registry import options_match, parse_model, recorded_options
 from export.train import train
 
 FALSE_REJECT = 0.05  # the threshold "caught" is counted at
@@ -80,15 +79,13 @@ def trained_as_asked(checkpoint: Path, name: str, values: dict) -> bool:
     training options (a preset changed since, or an option added since, makes it stale)."""
     config, training = get_spec(name).options(values)
     payload = read_checkpoint(checkpoint)
-    options = payload["training"].get("options", {})
-    wanted = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(training).items()}
     built = {k: v for k, v in config.to_dict().items() if v != ()}  # empty ones training fills (an ensemble's members)
     same_config = all(payload["config"].get(k) == v for k, v in built.items())
-    return same_config and all(k in options and options[k] == v for k, v in wanted.items())
+    return same_config and options_match(payload["training"].get("options", {}), recorded_options(training))
 
 
 def cpu_latency_ms(checkpoint: Path, size: int, frames: int) -> float:
-    """Median latency of the FP32 ONNX export in ONNX Runtime on the CPU, one frame of model size at a time."""
+    """Median latency of the FP32 ONNX export for ``size`` px frames in ONNX Runtime on the CPU, one frame at a time."""
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = Path(folder) / "model.onnx"
         export_artefact(checkpoint, onnx_path, FrameSpec(size, size, "rgb8", max_batch=1), "fp32")
@@ -100,10 +97,9 @@ def measure(checkpoint: Path, data: Path, good: Path) -> dict:
     """The checkpoint's metrics on ``data`` and the defects it catches at the 5 % false-reject threshold set on the
     ``good`` calibration images."""
     model, payload = load_model(checkpoint, "cpu")
-    size = payload["config"]["image_size"]
-    samples = load_test_set(data, size)
+    samples = load_test_set(data)
     metrics, _, scores = evaluate_samples(model, samples)
-    calibration = [resize_image(read_image(p), size) for p in list_images(good / "test" / "good")]
+    calibration = [read_image(p) for p in list_images(good / "test" / "good")]
     _, good_scores = predict(model, calibration)
     rng = np.random.default_rng(0)
     threshold = false_reject_threshold(good_scores, FALSE_REJECT, rng, ScoreSpec(model.score_kind))["threshold"]

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.provenance import provenance
-from export.data.images import list_images, load_test_set, read_image
+from export.data.images import load_test_set
 from export.metrics import auroc, pixel_auroc, pro_auc
 from export.nn.trunk import imagenet_weights_file, load_efficientnet_state, sha256_file
 
@@ -89,14 +89,9 @@ def check_weights(module: torch.nn.Module, reference: dict[str, torch.Tensor]) -
     return len(state)
 
 
-def set_size(data: Path) -> int:
-    """The image size of a set (its first training image's height)."""
-    return read_image(list_images(data / "train" / "good")[0]).shape[0]
-
-
 def metrics(data: Path, maps: dict[str, torch.Tensor], scores: dict[str, float]) -> dict:
     """Image AUROC, pixel AUROC and PRO of per-image maps and scores (keyed by resolved path) at the set's size."""
-    samples = load_test_set(data, set_size(data))
+    samples = load_test_set(data)
     keys = [str(s.path.resolve()) for s in samples]
     size = samples[0].mask.shape
     amaps = np.stack(

@@ -39,9 +39,8 @@ def pick_k(validation: list[list[float]], ks: tuple[int, ...] = KS) -> int:
 def measure(checkpoint: Path, data: Path) -> tuple[list[float], float]:
     """AUROC per k on ``data``, and the AUROC of the checkpoint's own score head."""
     model, _ = load_model(checkpoint)
-    model.eval()
-    samples = load_test_set(data, model.config.image_size)
-    maps, scores = predict(model, [s.image for s in samples])
+    samples = load_test_set(data)
+    maps, scores = predict(model, [s.image for s in samples], model_map=True)  # the map the score head pools
     labels = np.array([s.is_defective for s in samples])
     return auroc_by_k(labels, maps), auroc(labels, scores)
 

@@ -9,24 +9,36 @@ import numpy as np
 import torch
 
 from edge.heatmap import blend, colour_bar
+from edge.sidecar import FrameSpec
 from export.checkpoint import load_model
-from export.data.batches import to_batch
-from export.data.images import GOOD, TestSample, load_test_set
+from export.data.images import GOOD, TestSample, load_test_set, resize_image, resize_mask
 from export.devices import resolve_device
+from export.errors import DataError
+from export.graph.deployable import ReferenceGraph
 from export.metrics import auroc, f1_max, pixel_auroc, pro_auc
 from export.models.base import AnomalyModel
 
 
 @torch.no_grad()
-def predict(model: AnomalyModel, images: list[np.ndarray], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Anomaly maps ``N×H×W`` and image scores ``N`` (the model's score head) for RGB uint8 images."""
+def predict(
+    model: AnomalyModel, images: list[np.ndarray], batch_size: int = 16, model_map: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly maps ``N×M×M`` and image scores ``N`` for RGB uint8 images of one size, computed as the FP32
+    reference of an artefact exported for frames of that size (:class:`export.graph.deployable.ReferenceGraph`):
+    the graph's frame preprocessing, the model, its score head, the map at the frame's size (``model_map``: at
+    the model's size, the map the score head pools)."""
+    sizes = {image.shape for image in images}
+    if len(sizes) > 1:
+        raise DataError(f"images of {len(sizes)} sizes ({', '.join(map(str, sorted(sizes)))}): give one size")
     device = next(model.parameters()).device
+    height, width = images[0].shape[:2]
+    graph = ReferenceGraph(model, FrameSpec(width, height, "rgb8")).to(device).eval()
     maps, scores = [], []
     for start in range(0, len(images), batch_size):
-        batch = to_batch(images[start : start + batch_size], device, model.normalisation)
-        batch_maps = model.anomaly_map(batch).float()
-        maps.append(batch_maps[:, 0].cpu().numpy())
-        scores.append(model.score_head(batch_maps).cpu().numpy())
+        frames = torch.from_numpy(np.ascontiguousarray(np.stack(images[start : start + batch_size]))).to(device)
+        anomaly_map = graph.model.anomaly_map(graph.preprocess(frames)).float()  # graph(frames), both maps kept
+        maps.append((anomaly_map if model_map else graph.to_frame(anomaly_map))[:, 0].cpu().numpy())
+        scores.append(graph.score(anomaly_map).cpu().numpy())
     return np.concatenate(maps), np.concatenate(scores)
 
 
@@ -45,7 +57,7 @@ def evaluate_samples(model: AnomalyModel, samples: list[TestSample]) -> tuple[di
     """Metrics over all samples and per defect type (each against the good images), with maps and scores."""
     maps, scores = predict(model, [s.image for s in samples])
     labels = np.array([s.is_defective for s in samples])
-    masks = np.stack([s.mask for s in samples])
+    masks = np.stack([resize_mask(s.mask, maps.shape[-1]) for s in samples])
     defects = np.array([s.defect for s in samples])
     good = defects == GOOD
     result = {**detection_metrics(labels, scores, masks, maps), "images": len(samples), "per_defect": {}}
@@ -95,9 +107,10 @@ def write_grid(
         if per_type is not None and seen.get(sample.defect, 0) >= per_type:
             continue
         seen[sample.defect] = seen.get(sample.defect, 0) + 1
-        k = -(-MIN_PANEL // sample.image.shape[1])  # small images enlarged (pixels repeated), so labels fit
-        image = np.repeat(np.repeat(sample.image, k, axis=0), k, axis=1)
-        truth = np.repeat(np.repeat(sample.mask, k, axis=0), k, axis=1)
+        size = amap.shape[-1]  # the panels at the map's size
+        k = -(-MIN_PANEL // size)  # small images enlarged (pixels repeated), so labels fit
+        image = np.repeat(np.repeat(resize_image(sample.image, size), k, axis=0), k, axis=1)
+        truth = np.repeat(np.repeat(resize_mask(sample.mask, size), k, axis=0), k, axis=1)
         panels = [
             _label(image, "input"),
             _label(np.repeat(truth[..., None].astype(np.uint8) * 255, 3, axis=2), "ground truth"),
@@ -132,7 +145,7 @@ def evaluate(
     """Load a checkpoint, evaluate it on ``data/test`` and optionally write the picture grid (three images per
     defect type, or with ``grid_all`` every image)."""
     model, payload = load_model(checkpoint, resolve_device(device))
-    samples = load_test_set(data, model.config.image_size)
+    samples = load_test_set(data)
     result, maps, scores = evaluate_samples(model, samples)
     if grid is not None:
         write_grid(grid, samples, maps, scores, per_type=None if grid_all else 3)

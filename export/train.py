@@ -6,7 +6,6 @@ this module only does what every model shares: the data, the seed, the device, t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import platform
 import time
@@ -20,13 +19,9 @@ from export.checkpoint import read_checkpoint, save_checkpoint
 from export.data.images import load_good_images
 from export.devices import resolve_device
 from export.models import TrainRun, get_spec
-from export.models.registry import TrainedPart
+from export.models.registry import TrainedPart, recorded_options
 
 log = logging.getLogger(__name__)
-
-
-def _plain(value: object) -> object:
-    return str(value) if isinstance(value, Path) else value
 
 
 def _trained_part(path: Path) -> TrainedPart:
@@ -68,7 +63,7 @@ def train(
             "out": str(out),
             "device": device,
             "seed": seed,
-            **{k: _plain(v) for k, v in dataclasses.asdict(training).items()},
+            **recorded_options(training),
         },
         **details,
         "seconds": round(time.perf_counter() - started, 1),

@@ -24,7 +24,7 @@ from edge.frames import frames_from_images
 from edge.sidecar import FrameSpec, Sidecar
 from edge.sources import IMAGE_SUFFIXES
 from export.checkpoint import load_model, read_checkpoint
-from export.data.images import load_test_set, read_image
+from export.data.images import load_test_set, read_image, resize_mask
 from export.errors import DataError, UserError
 from export.graph.deployable import ReferenceGraph
 from export.metrics import auroc, pixel_auroc
@@ -125,10 +125,10 @@ def verification_set(data: Path, frame: FrameSpec, map_size: int, limit: int | N
     ``frame``'s frames; ``limit`` keeps that many, spread evenly over the sorted list."""
     data = Path(data)
     if (data / "test").is_dir() and (data / "ground_truth").is_dir():
-        samples = _spread(load_test_set(data, map_size), limit)
-        frames = frames_from_images([read_image(s.path) for s in samples], frame)
+        samples = _spread(load_test_set(data), limit)
+        frames = frames_from_images([s.image for s in samples], frame)
         labels = np.array([s.is_defective for s in samples])
-        return VerificationSet(frames, labels, np.stack([s.mask for s in samples]))
+        return VerificationSet(frames, labels, np.stack([resize_mask(s.mask, map_size) for s in samples]))
     root = data / "test" if (data / "test").is_dir() else data
     if not root.is_dir():
         raise DataError(f"image folder not found: {data}")

@@ -18,11 +18,11 @@ def write(path: Path, image: np.ndarray) -> None:
 def test_reads_the_generated_dataset(brick_dataset: Path) -> None:
     good = load_good_images(brick_dataset, 64)
     assert len(good) == 12 and good[0].shape == (64, 64, 3) and good[0].dtype == np.uint8
-    samples = load_test_set(brick_dataset, 32)
+    samples = load_test_set(brick_dataset)
     defects = {s.defect for s in samples}
     assert {"good", "scratch", "crack", "stain", "shape"} <= defects
-    for s in samples:
-        assert s.image.shape == (32, 32, 3) and s.mask.shape == (32, 32)
+    for s in samples:  # test images as the camera gives them: the graph's own preprocessing resizes them
+        assert s.image.shape == (64, 64, 3) and s.mask.shape == (64, 64)
         assert s.mask.any() == s.is_defective
 
 
@@ -64,10 +64,18 @@ def test_defect_image_without_mask_is_named(tmp_path: Path) -> None:
     write(tmp_path / "test/good/0.png", np.zeros((16, 16, 3), np.uint8))
     write(tmp_path / "test/hole/0.png", np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(DataError, match=r"no mask for .*hole.*0_mask\.png"):
-        load_test_set(tmp_path, 16)
+        load_test_set(tmp_path)
+
+
+def test_test_images_of_two_sizes_are_named(tmp_path: Path) -> None:
+    write(tmp_path / "test/good/0.png", np.zeros((16, 16, 3), np.uint8))
+    write(tmp_path / "test/hole/0.png", np.zeros((16, 24, 3), np.uint8))
+    write(tmp_path / "ground_truth/hole/0_mask.png", np.zeros((16, 24), np.uint8))
+    with pytest.raises(DataError, match=r"good/0\.png is 16×16, hole/0\.png is 24×16.*one size"):
+        load_test_set(tmp_path)
 
 
 def test_test_set_needs_good_and_defective_images(tmp_path: Path) -> None:
     write(tmp_path / "test/good/0.png", np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(DataError, match="both good and defective"):
-        load_test_set(tmp_path, 16)
+        load_test_set(tmp_path)

@@ -60,3 +60,18 @@ def test_all_shows_every_image_and_the_default_three_per_type(tmp_path: Path) ->
     assert every.shape[0] == 2 * some.shape[0] - 60  # 12 images in 4 rows of 3, 3 + 3 in 2, under one header
     k = MIN_PANEL // 32
     assert red_pixels(every) - red_pixels(some) == pytest.approx(5 * 64 * k * k, rel=0.2)  # 5 more defects
+
+
+def test_images_larger_than_their_maps_are_drawn_at_the_maps_size(tmp_path: Path) -> None:
+    """A frame at 64 px whose map the graph gives at 32 px: input and truth panels are shrunk to the map."""
+    samples, maps = samples_and_distance_maps()
+    large = [
+        TestSample(s.path, s.defect, np.full((64, 64, 3), 120, np.uint8), np.kron(s.mask, np.ones((2, 2), bool)))
+        for s in samples
+    ]
+    scores = maps.max(axis=(1, 2))
+    write_grid(tmp_path / "small.png", samples, maps, scores, per_type=None)
+    write_grid(tmp_path / "large.png", large, maps, scores, per_type=None)
+    small, drawn = cv2.imread(str(tmp_path / "small.png")), cv2.imread(str(tmp_path / "large.png"))
+    assert drawn.shape == small.shape
+    assert red_pixels(drawn) == pytest.approx(red_pixels(small), rel=0.05)

@@ -56,7 +56,7 @@ def test_trains_measures_and_reuses(tmp_path: Path, capsys) -> None:
         return torch.load(checkpoint, weights_only=False)["training"]["options"]
 
     assert retrained_after(lambda options: options.pop("views"))["views"] == "dihedral"  # an option it lacked
-    assert retrained_after(lambda options: options.update(view_pool=3.0))["view_pool"] == 2.0  # another value
+    assert retrained_after(lambda options: options.update(view_pool=3.0))["view_pool"] == 4.0  # another value
     # sets cut in another orientation are not taken for these
     with pytest.raises(SystemExit) as exit_info:
         model_table.main([*argv, "--orientation", "fixed", "--out", str(tmp_path / "fixed"), *SMALL])
@@ -101,7 +101,7 @@ def test_caught_counts_scores_at_or_above_the_calibrated_threshold(tmp_path: Pat
     from export.evaluate import predict
 
     model, _ = load_model(checkpoint, "cpu")
-    samples = load_test_set(data, 64)
+    samples = load_test_set(data)
     _, scores = predict(model, [s.image for s in samples])
     defective = np.array([s.is_defective for s in samples])
     threshold = seen["result"]["threshold"]

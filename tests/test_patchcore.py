@@ -129,7 +129,7 @@ def test_the_bank_never_exceeds_max_bank(brick_dataset: Path, tmp_path: Path) ->
     values = {"image_size": 64, "coreset": 0.5, "max_bank": 100}
     summary = train("patchcore", brick_dataset, tmp_path / "p.pt", values, device="cpu", progress=False)
     assert summary["patch_features"] == 12 * 16 * 16 and summary["bank_vectors"] == 100
-    assert summary["pooled_patches"] == 2 * 12 * 16 * 16  # drawn from the dihedral views, twice their own
+    assert summary["pooled_patches"] == 4 * 12 * 16 * 16  # drawn from the dihedral views, four times their own
     with pytest.raises(UserError, match="--max-bank"):
         train("patchcore", brick_dataset, tmp_path / "q.pt", {"max_bank": 0}, device="cpu", progress=False)
 
@@ -209,6 +209,37 @@ def test_onnx_runtime_matches_the_checkpoint(
     assert result.max_map_difference <= 1e-4 and result.verdicts_differing == 0 and result.passed
     sidecar = read_sidecar(patchcore_onnx)
     assert sidecar.score.kind == "distance" and sidecar.model_details["trunk_weights"] == "imagenet"
+
+
+def test_evaluation_scores_the_test_set_as_the_exported_graph_does(brick_dataset: Path, tmp_path: Path) -> None:
+    """A model working above the camera's size (64 px frames, 128 px model): evaluation upsamples the frames in
+    float and averages the map back down as the graph does, so its scores and maps are the line's."""
+    from edge.engines import open_engine
+    from export.checkpoint import load_model
+    from export.data.images import load_test_set
+    from export.evaluate import evaluate, predict
+    from export.metrics import auroc
+    from export.train import train
+
+    checkpoint = tmp_path / "patchcore.pt"
+    values = {"image_size": 128, "max_bank": 256, "views": "as-taken"}
+    train("patchcore", brick_dataset, checkpoint, values, device="cpu", seed=0, progress=False)
+    onnx_path = tmp_path / "patchcore.onnx"
+    export_artefact(checkpoint, onnx_path, FrameSpec(64, 64, "rgb8", max_batch=4), "fp32")
+    samples = load_test_set(brick_dataset)
+    frames = np.stack([s.image for s in samples])
+    assert frames.shape[1:] == (64, 64, 3)
+    model, _ = load_model(checkpoint, "cpu")
+    maps, scores = predict(model, list(frames))
+    with open_engine(onnx_path, backend="onnxruntime") as engine:
+        line = [engine.infer(frames[i : i + 4]) for i in range(0, len(frames), 4)]
+    line_scores = np.concatenate([out.score for out in line])
+    line_maps = np.concatenate([out.anomaly_map[:, 0] for out in line])
+    assert maps.shape == line_maps.shape == (len(samples), 64, 64)
+    np.testing.assert_allclose(scores, line_scores, rtol=1e-5)
+    np.testing.assert_allclose(maps, line_maps, rtol=1e-4, atol=1e-4)
+    labels = np.array([s.is_defective for s in samples])
+    assert evaluate(checkpoint, brick_dataset, device="cpu")["image_auroc"] == pytest.approx(auroc(labels, line_scores))
 
 
 def test_tensorrt_rtx_builds_the_onnx_for_sm86(patchcore_onnx: Path, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Reading MVTec-style dataset folders: ``train/good``, ``test/<defect>``, ``ground_truth/<defect>``.
 
-Images are decoded to RGB uint8 and resized to the model's square input with area interpolation (the same
-antialiased resize the exported graph applies to camera frames). Every problem a user can fix (missing or
-empty folders, unreadable files, images of mixed sizes, missing masks) raises :class:`DataError` naming the
-file and the fix.
+Images are decoded to RGB uint8. Training images are resized to the model's square input with area
+interpolation (the training functions paint and augment on them); test images stay as the camera gives them, so
+that evaluation feeds them through the exported graph's own frame preprocessing (:mod:`export.evaluate`). Every
+problem a user can fix (missing or empty folders, unreadable files, images of mixed sizes, missing masks) raises
+:class:`DataError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ class TestSample:
 
     path: Path
     defect: str
-    image: np.ndarray  # H×W×3 uint8 RGB, model size
-    mask: np.ndarray  # H×W bool
+    image: np.ndarray  # H×W×3 uint8 RGB, as the file holds it
+    mask: np.ndarray  # H×W bool, the image's size
 
     @property
     def is_defective(self) -> bool:
@@ -79,7 +80,7 @@ def _read_same_size(paths: list[Path], folder: Path) -> list[np.ndarray]:
     for path, image in zip(paths, images, strict=True):
         sizes.setdefault(image.shape[:2], path)
     if len(sizes) > 1:
-        listed = ", ".join(f"{p.name} is {w}×{h}" for (h, w), p in sizes.items())
+        listed = ", ".join(f"{p.relative_to(folder)} is {w}×{h}" for (h, w), p in sizes.items())
         raise DataError(
             f"images in {folder} have different sizes ({listed}); a camera delivers one size: "
             "crop or resize them all to one size first"
@@ -101,27 +102,27 @@ def load_good_images(root: Path, image_size: int) -> list[np.ndarray]:
     return [resize_image(image, image_size) for image in _read_same_size(paths, folder)]
 
 
-def load_test_set(root: Path, image_size: int) -> list[TestSample]:
-    """Every image of ``root/test/*`` with its mask from ``root/ground_truth/<defect>/<name>_mask.*``."""
+def load_test_set(root: Path) -> list[TestSample]:
+    """Every image of ``root/test/*`` (all of one size, as a camera delivers them) with its mask from
+    ``root/ground_truth/<defect>/<name>_mask.*``."""
     test_root = Path(root) / "test"
     if not test_root.is_dir():
         raise DataError(f"{test_root} not found: evaluation needs test/good and test/<defect> folders")
+    folders = sorted(p for p in test_root.iterdir() if p.is_dir())
+    listed = [(folder, path) for folder in folders for path in list_images(folder)]
+    images = _read_same_size([path for _, path in listed], test_root)
     samples: list[TestSample] = []
-    for folder in sorted(p for p in test_root.iterdir() if p.is_dir()):
-        paths = list_images(folder)
-        for path, image in zip(paths, _read_same_size(paths, folder), strict=True):
-            if folder.name == GOOD:
-                mask = np.zeros(image.shape[:2], dtype=bool)
-            else:
-                mask = read_mask(_mask_path(Path(root), folder.name, path))
-                if mask.shape != image.shape[:2]:
-                    raise DataError(
-                        f"mask for {path} is {mask.shape[1]}×{mask.shape[0]} but the image is "
-                        f"{image.shape[1]}×{image.shape[0]}: masks must match their images"
-                    )
-            samples.append(
-                TestSample(path, folder.name, resize_image(image, image_size), resize_mask(mask, image_size))
-            )
+    for (folder, path), image in zip(listed, images, strict=True):
+        if folder.name == GOOD:
+            mask = np.zeros(image.shape[:2], dtype=bool)
+        else:
+            mask = read_mask(_mask_path(Path(root), folder.name, path))
+            if mask.shape != image.shape[:2]:
+                raise DataError(
+                    f"mask for {path} is {mask.shape[1]}×{mask.shape[0]} but the image is "
+                    f"{image.shape[1]}×{image.shape[0]}: masks must match their images"
+                )
+        samples.append(TestSample(path, folder.name, image, mask))
     if not samples:
         raise DataError(f"{test_root} holds no images: add test/good and test/<defect> images")
     if not any(s.is_defective for s in samples) or all(s.is_defective for s in samples):

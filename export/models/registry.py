@@ -53,17 +53,26 @@ class TrainRun:
         would train it: read from a part in ``reuse`` with the same model, config, training options and seed, or
         else trained here from the run's seed."""
         spec = get_spec(name)
-        wanted = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(training).items()}
-        wanted["seed"] = self.seed
+        wanted = {**recorded_options(training), "seed": self.seed}
         for part in self.reuse:
-            same_options = all(part.options.get(k) == v for k, v in wanted.items())
-            if part.model == name and part.config == config.to_dict() and same_options:
+            if part.model == name and part.config == config.to_dict() and options_match(part.options, wanted):
                 part.used = True
                 model = spec.load(config, part.state_dict).to(self.device)
                 return model, {**part.summary, "reused": part.source}
         torch.manual_seed(self.seed)
         own = dataclasses.replace(self, config=config, training=training, rng=np.random.default_rng(self.seed))
         return spec.train(own)
+
+
+def recorded_options(training: object) -> dict:
+    """A training dataclass's options as a checkpoint records them (paths as text)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(training).items()}
+
+
+def options_match(recorded: dict, wanted: dict) -> bool:
+    """Whether a checkpoint's recorded training options hold every ``wanted`` value (an option added since the
+    checkpoint was trained is not held)."""
+    return all(k in recorded and recorded[k] == v for k, v in wanted.items())
 
 
 @dataclass(frozen=True)
