@@ -36,7 +36,7 @@ def predict(
     maps, scores = [], []
     for start in range(0, len(images), batch_size):
         frames = torch.from_numpy(np.ascontiguousarray(np.stack(images[start : start + batch_size]))).to(device)
-        anomaly_map = graph.model.anomaly_map(graph.preprocess(frames)).float()  # graph(frames), both maps kept
+        anomaly_map = graph.model_map(frames)  # as graph(frames) does, keeping the model-size map too
         maps.append((anomaly_map if model_map else graph.to_frame(anomaly_map))[:, 0].cpu().numpy())
         scores.append(graph.score(anomaly_map).cpu().numpy())
     return np.concatenate(maps), np.concatenate(scores)

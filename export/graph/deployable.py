@@ -47,6 +47,10 @@ class ReferenceGraph(nn.Module):
         self.score = model.score_head
         self.to_frame = MapToFrame(frame, model.config.image_size)
 
+    def model_map(self, frames: torch.Tensor) -> torch.Tensor:
+        """The model's ``B×1×S×S`` map of the frames, the one the score head pools."""
+        return self.model.anomaly_map(self.preprocess(frames)).float()
+
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        anomaly_map = self.model.anomaly_map(self.preprocess(frames)).float()
+        anomaly_map = self.model_map(frames)
         return self.score(anomaly_map), self.to_frame(anomaly_map)
